@@ -1,0 +1,14 @@
+"""ANN -> SNN conversion: tracing, activation statistics, weight normalization."""
+
+from __future__ import annotations
+
+from monai_snn.conversion.convert import convert_to_snn, static_channels
+from monai_snn.conversion.graph import BlockSource, ConversionGraph, trace_ann
+from monai_snn.conversion.normalization import (
+    NORMALIZATIONS,
+    apply_normalization,
+    scale_input_block,
+    scale_output,
+    threshold_balance,
+)
+from monai_snn.conversion.statistics import ActivationStatistics, iterate_calibration, robust_percentile

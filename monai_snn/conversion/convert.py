@@ -1,0 +1,183 @@
+"""``convert_to_snn``: the ANN->SNN conversion entry point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from monai_snn.conversion.graph import ConversionGraph, trace_ann
+from monai_snn.conversion.normalization import NORMALIZATIONS, apply_normalization, threshold_balance
+from monai_snn.conversion.statistics import ActivationStatistics, iterate_calibration
+from monai_snn.encoding.encoders import ENCODINGS, Encoder, make_encoder
+from monai_snn.neurons.neuron import _check_thresholds
+from monai_snn.neurons.utils import make_neuron
+from monai_snn.networks.simulator import SpikingSimulator
+
+__all__ = ["convert_to_snn", "static_channels"]
+
+logger = logging.getLogger(__name__)
+
+
+def static_channels(graph: ConversionGraph) -> dict[str, int]:
+    """Output channels of every node, inferred from the layers' shapes (no data needed).
+
+    Raises:
+        ValueError: the input's channel count cannot be inferred (no convolution reads it directly).
+    """
+    nodes, kinds = graph.nodes, graph.kinds
+    channels: dict[str, int] = {}
+    for name in graph.synapse_nodes():
+        src = nodes[name].args[0]
+        while kinds[src.name] == "linear":
+            src = src.args[0]
+        if kinds[src.name] == "input":
+            channels[src.name] = graph.synapse_module(name).in_channels
+    for name, kind in kinds.items():  # nodes are in topological order
+        node = nodes[name]
+        if kind == "input" and name not in channels:
+            raise ValueError("cannot infer the input channels: no convolution reads the network input directly.")
+        if kind == "synapse":
+            channels[name] = graph.synapse_module(name).out_channels
+        elif kind in ("neuron", "linear"):
+            channels[name] = channels[node.args[0].name]
+        elif kind == "cat":
+            channels[name] = sum(channels[p.name] for p in node.args[0])
+    return channels
+
+
+def _replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
+
+
+def convert_to_snn(
+    ann: nn.Module,
+    calibration_data: Iterable | None,
+    *,
+    normalization: str = "connection",
+    percentile: float = 99.9,
+    neuron: str = "multi_threshold",
+    thresholds: Sequence[float] = (2.0, 1.0, 0.5, 0.25),
+    num_steps: int = 16,
+    encoding: str | Encoder = "static",
+    initial_potential: float = 0.5,
+    chunk_size: int | None = None,
+    balance_steps: int | None = None,
+    surrogate: str = "triangle",
+) -> SpikingSimulator:
+    """Convert a trained ANN (e.g. :class:`~monai_snn.networks.ConvertibleUNet`) into a spiking network.
+
+    The ANN is traced, checked (unsupported layers are named in the error), batch norms after convolutions are
+    folded, weights are copied and normalized from activation statistics, and each ReLU becomes a spiking layer.
+    The input ANN is never modified.
+
+    Args:
+        ann: the trained ANN.
+        calibration_data: iterable of input batches (tensors, or dicts with ``"image"`` such as a MONAI
+            ``DataLoader``); may be ``None`` only with ``normalization="none"``.
+        normalization: ``"connection"`` (each part of a concatenation scaled by its producer),
+            ``"layer"`` (one scale per layer, from the whole concatenated input), ``"threshold_balancing"``
+            (spike-norm on the SNN's own input currents) or ``"none"`` (weights copied unchanged, e.g. before
+            loading a fine-tuned SNN's ``state_dict``).
+        percentile: percentile of the activations (or input currents) used as scale, in (0, 100]; 100 is the max.
+        neuron: ``"if"`` (one threshold) or ``"multi_threshold"``.
+        thresholds: relative levels of the multi-threshold neuron, highest first.
+        num_steps: simulation length ``T`` (changeable later: ``snn.num_steps = 8``).
+        encoding: ``"static"`` (analog current), ``"poisson_binary"`` ([0, 1] data) or ``"poisson_ternary"``
+            ([-1, 1] data), or an :class:`~monai_snn.encoding.Encoder`.
+        initial_potential: fraction of each neuron's smallest threshold its membrane starts from (0.0: papers).
+        chunk_size: time steps folded into the batch per chunk (``None``: 1 on CPU, up to 16 on GPU).
+        balance_steps: simulation length for threshold balancing (``None``: ``num_steps``).
+        surrogate: surrogate gradient of the neurons for spike-based fine-tuning.
+
+    Returns:
+        a :class:`~monai_snn.networks.SpikingSimulator` mapping ``[B, C, *spatial]`` to ``[B, K, *spatial]``.
+
+    Raises:
+        ValueError: bad parameters, unsupported layers, empty calibration data.
+
+    Example::
+
+        snn = convert_to_snn(ann, [x_calib], normalization="connection", num_steps=16)
+        y = snn(x)
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
+    if not (isinstance(percentile, (int, float)) and 0.0 < percentile <= 100.0):
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}.")
+    if neuron not in ("if", "multi_threshold"):
+        raise ValueError(f"neuron must be 'if' or 'multi_threshold', got {neuron!r}.")
+    levels = _check_thresholds(thresholds) if neuron == "multi_threshold" else (1.0,)
+    if not isinstance(encoding, Encoder) and encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}.")
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
+    if not 0.0 <= initial_potential < 1.0:
+        raise ValueError(f"initial_potential must be in [0, 1), got {initial_potential!r}.")
+
+    graph = trace_ann(ann)
+    gm = graph.module
+    batches: list[torch.Tensor] = []
+    if normalization != "none":
+        batches = list(iterate_calibration(calibration_data))
+    channels = static_channels(graph)
+    graph.resolve_inputs(channels)
+
+    lambdas: dict[str, float] = {}
+    if normalization in ("connection", "layer"):
+        cats = [n for n, k in graph.kinds.items() if k == "cat"] if normalization == "layer" else []
+        stats = ActivationStatistics(gm, graph.neuron_nodes() + cats).collect(batches)
+        all_lambdas = stats.percentile(percentile)
+        lambdas = {n: all_lambdas[n] for n in graph.neuron_nodes()}
+        apply_normalization(graph, lambdas, normalization, {c: all_lambdas[c] for c in cats})
+
+    nodes = graph.nodes
+    for name in graph.neuron_nodes():
+        layer = make_neuron(
+            neuron, thresholds=levels, initial_potential=initial_potential, surrogate=surrogate
+        )
+        _replace_module(gm, nodes[name].target, layer)
+    gm.recompile()
+
+    first = graph.synapse_module(graph.synapse_nodes()[0])
+    snn = SpikingSimulator(
+        gm,
+        num_steps=num_steps,
+        encoding=make_encoder(encoding),
+        chunk_size=chunk_size,
+        in_channels=first.in_channels,
+        spatial_dims=first.weight.ndim - 2,
+    )
+    device = next(ann.parameters()).device
+    snn.to(device)
+    if normalization == "threshold_balancing":
+        lambdas = threshold_balance(snn, graph, [b.to(device) for b in batches], percentile, balance_steps or num_steps)
+    snn.metadata.update(
+        {
+            "normalization": normalization,
+            "percentile": percentile,
+            "neuron": neuron,
+            "thresholds": list(levels),
+            "initial_potential": initial_potential,
+            "scales": {nodes[n].target: v for n, v in lambdas.items()},
+            "synapse_inputs": {
+                nodes[s].target: [(b.start, b.size, nodes[b.source].target if b.source else None) for b in blocks]
+                for s, blocks in graph.input_channels.items()
+            },
+            "synapse_outputs": {
+                nodes[s].target: (nodes[o].target if o else None) for s, o in graph.synapse_out.items()
+            },
+        }
+    )
+    logger.info(
+        "converted %s to a spiking network: %d spiking layers, normalization=%s, neuron=%s, T=%d",
+        type(ann).__name__,
+        len(graph.neuron_nodes()),
+        normalization,
+        neuron,
+        num_steps,
+    )
+    return snn

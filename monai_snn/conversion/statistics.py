@@ -1,0 +1,119 @@
+"""Activation statistics of an ANN on calibration data (robust percentiles for weight normalization)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.fx
+
+__all__ = ["ActivationStatistics", "iterate_calibration", "robust_percentile"]
+
+
+def iterate_calibration(calibration_data: Iterable) -> Iterable[torch.Tensor]:
+    """Yield input batches from an iterable of tensors or of dicts with an ``"image"`` key (MONAI data loaders).
+
+    Raises:
+        ValueError: an item is neither a tensor nor a dict with ``"image"``, or the iterable is empty.
+    """
+    if calibration_data is None:
+        raise ValueError("calibration_data is required for this normalization (an iterable of batches).")
+    if isinstance(calibration_data, torch.Tensor):
+        calibration_data = [calibration_data]
+    count = 0
+    for i, item in enumerate(calibration_data):
+        if isinstance(item, dict):
+            if "image" not in item:
+                raise ValueError(f"calibration_data item {i} is a dict without an 'image' key (keys: {sorted(item)}).")
+            item = item["image"]
+        if not isinstance(item, torch.Tensor):
+            raise ValueError(f"calibration_data item {i} must be a tensor or a dict with 'image', got {type(item).__name__}.")
+        count += 1
+        yield item.as_tensor() if hasattr(item, "as_tensor") else item
+    if count == 0:
+        raise ValueError("calibration_data is empty: give at least one batch of training images.")
+
+
+def robust_percentile(values: torch.Tensor, percentile: float) -> float:
+    """The ``percentile`` (0-100] of ``values`` (all of them, zeros included); 100 gives the maximum."""
+    if values.numel() == 0:
+        return 0.0
+    if percentile >= 100.0:
+        return float(values.max())
+    return float(np.percentile(values.numpy(), percentile))
+
+
+class ActivationStatistics:
+    """Collects the values of chosen nodes of a traced ANN over calibration data and reduces them to percentiles.
+
+    Args:
+        module: the traced ANN (``torch.fx.GraphModule``).
+        nodes: names of the nodes to record.
+        max_values_per_batch: per node and batch, at most this many values are kept (a seeded random
+            subsample); the percentile of a large layer is then estimated from a large sample.
+        seed: seed of the subsampling.
+
+    Example::
+
+        stats = ActivationStatistics(graph.module, graph.neuron_nodes())
+        stats.collect(loader)
+        lam = stats.percentile(99.9)
+    """
+
+    def __init__(
+        self, module: torch.fx.GraphModule, nodes: Sequence[str], max_values_per_batch: int = 1 << 22, seed: int = 0
+    ) -> None:
+        self.module = module
+        self.nodes = list(nodes)
+        self.max_values_per_batch = int(max_values_per_batch)
+        self.values: dict[str, list[torch.Tensor]] = {n: [] for n in self.nodes}
+        self.channels: dict[str, int] = {}
+        self.num_batches = 0
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def collect(self, calibration_data: Iterable) -> "ActivationStatistics":
+        """Run the ANN on every calibration batch and record the chosen nodes."""
+        wanted = set(self.nodes)
+        stats = self
+
+        class _Recorder(torch.fx.Interpreter):
+            def run_node(self, n):
+                out = super().run_node(n)
+                if isinstance(out, torch.Tensor) and out.ndim >= 2:
+                    stats.channels[n.name] = int(out.shape[1])
+                if n.name in wanted:
+                    stats._add(n.name, out)
+                return out
+
+        device = next(self.module.parameters()).device
+        with torch.no_grad():
+            for batch in iterate_calibration(calibration_data):
+                _Recorder(self.module).run(batch.to(device))
+                self.num_batches += 1
+        return self
+
+    def _add(self, name: str, out: torch.Tensor) -> None:
+        flat = out.detach().float().reshape(-1).cpu()
+        if flat.numel() > self.max_values_per_batch:
+            idx = torch.randint(0, flat.numel(), (self.max_values_per_batch,), generator=self._gen)
+            flat = flat[idx]
+        self.values[name].append(flat)
+
+    def percentile(self, percentile: float) -> dict[str, float]:
+        """Node name -> percentile of its recorded values; all-zero layers warn and get 1.0 (nothing to scale)."""
+        result = {}
+        for name in self.nodes:
+            vals = torch.cat(self.values[name]) if self.values[name] else torch.zeros(0)
+            lam = robust_percentile(vals, percentile)
+            if not lam > 0:
+                lam = float(vals.max()) if vals.numel() else 0.0
+            if not lam > 0 or not np.isfinite(lam):
+                warnings.warn(
+                    f"layer {name!r}: all calibration activations are zero (dead layer); its scale is set to 1.0.",
+                    stacklevel=2,
+                )
+                lam = 1.0
+            result[name] = lam
+        return result

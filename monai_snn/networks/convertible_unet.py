@@ -1,0 +1,122 @@
+"""A U-Net built only from layers that convert to spiking layers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.fx
+from monai.networks.layers.factories import Conv, Dropout, Pool
+from torch import nn
+
+__all__ = ["ConvertibleUNet", "check_unet_input"]
+
+
+@torch.fx.wrap
+def check_unet_input(x: torch.Tensor, in_channels: int, spatial_dims: int, divisor: int) -> torch.Tensor:
+    """Validate a U-Net input ``[B, C, *spatial]``; returns ``x`` unchanged.
+
+    Raises:
+        ValueError: wrong number of dimensions or channels, or a spatial size not divisible by ``divisor``.
+    """
+    if x.ndim != spatial_dims + 2:
+        raise ValueError(
+            f"expected input of shape [B, {in_channels}, {', '.join('*' * spatial_dims)}] "
+            f"({spatial_dims + 2} dimensions), got {tuple(x.shape)}."
+        )
+    if x.shape[1] != in_channels:
+        raise ValueError(f"expected {in_channels} input channel(s), got {x.shape[1]} (input shape {tuple(x.shape)}).")
+    bad = [s for s in x.shape[2:] if s % divisor]
+    if bad:
+        raise ValueError(
+            f"spatial size {tuple(x.shape[2:])} must be divisible by {divisor} (2 ** number of poolings); "
+            "pad or crop the input (e.g. monai.transforms.DivisiblePad)."
+        )
+    return x
+
+
+class ConvertibleUNet(nn.Module):
+    """U-Net for ANN-to-SNN conversion (Spiking-UNet / hippocampus papers).
+
+    Two 3x3 convolutions + ReLU per level, average pooling down, transposed convolution (kernel 2, stride 2) +
+    ReLU up, concatenating skip connections (``cat([skip, up])``), final 1x1 convolution without activation.
+    No batch norm; optional bias; dropout after each level. 2D and 3D. Spatial sizes must be divisible by
+    ``2 ** (len(channels) - 1)``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels (logits).
+        channels: feature channels per level, e.g. ``(16, 32, 64, 128)`` (4 levels, 3 poolings).
+        bias: use biases in the convolutions (the hippocampus paper removed them).
+        dropout: dropout probability after each level (0 disables).
+
+    Example::
+
+        net = ConvertibleUNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128))
+        y = net(torch.rand(2, 1, 56, 48))  # [2, 1, 56, 48]
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+        if len(channels) < 2:
+            raise ValueError(f"channels needs at least 2 levels, got {tuple(channels)}.")
+        if in_channels < 1 or out_channels < 1 or any(c < 1 for c in channels):
+            raise ValueError("in_channels, out_channels and channels must be positive.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.channels = tuple(int(c) for c in channels)
+        self.size_divisor = 2 ** (len(channels) - 1)
+        conv = Conv[Conv.CONV, spatial_dims]
+        convt = Conv[Conv.CONVTRANS, spatial_dims]
+        drop = Dropout[Dropout.DROPOUT, spatial_dims]
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            layers: list[nn.Module] = [
+                conv(cin, cout, 3, padding=1, bias=bias),
+                nn.ReLU(),
+                conv(cout, cout, 3, padding=1, bias=bias),
+                nn.ReLU(),
+            ]
+            if dropout > 0:
+                layers.append(drop(dropout))
+            return nn.Sequential(*layers)
+
+        self.encoder = nn.ModuleList()
+        cin = in_channels
+        for c in self.channels:
+            self.encoder.append(block(cin, c))
+            cin = c
+        self.pool = Pool[Pool.AVG, spatial_dims](kernel_size=2, stride=2)
+        self.up = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for c_low, c in zip(self.channels[:0:-1], self.channels[-2::-1]):
+            self.up.append(nn.Sequential(convt(c_low, c, 2, stride=2, bias=bias), nn.ReLU()))
+            self.decoder.append(block(2 * c, c))
+        self.head = conv(self.channels[0], out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = check_unet_input(x, self.in_channels, self.spatial_dims, self.size_divisor)
+        skips = []
+        for i, enc in enumerate(self.encoder):
+            if i > 0:
+                h = self.pool(h)
+            h = enc(h)
+            skips.append(h)
+        skips.pop()
+        for up, dec in zip(self.up, self.decoder):
+            h = dec(torch.cat([skips.pop(), up(h)], dim=1))
+        return self.head(h)

@@ -1,0 +1,239 @@
+"""Time-stepped simulation of a spiking network traced with ``torch.fx``.
+
+The schedule, measured on 2-core CPUs (``benchmarks/simulation.py``):
+
+* nodes that do not change over time (the input and the first convolution under static input) are computed once;
+* the rest runs in chunks of ``chunk_size`` time steps folded into the batch (stateless layers see
+  ``[chunk * B, ...]``, neurons loop over the chunk); ``chunk_size=1`` is the step-by-step loop, the fastest on
+  CPU; on a GPU larger chunks fill the device better;
+* the layers after the last spiking layer are affine, so they run once on the time-averaged spikes: the
+  readout is the output layer's membrane potential averaged over ``num_steps``, in the ANN's output units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx
+from torch import nn
+
+from monai_snn.encoding.encoders import Encoder, make_encoder
+from monai_snn.neurons.neuron import SpikingNeuron
+from monai_snn.neurons.utils import reset_states
+
+__all__ = ["SpikingSimulator"]
+
+
+class _Op:
+    __slots__ = ("node", "name", "fn", "is_neuron", "free")
+
+    def __init__(self, node: torch.fx.Node, fn: Any, is_neuron: bool) -> None:
+        self.node = node
+        self.name = node.name
+        self.fn = fn
+        self.is_neuron = is_neuron
+        self.free: list[str] = []
+
+
+class SpikingSimulator(nn.Module):
+    """Runs a spiking network for ``num_steps`` time steps and returns the averaged readout.
+
+    Maps ``[B, C, *spatial]`` to ``[B, K, *spatial]`` like the ANN it came from, so losses, MONAI inferers and
+    post-processing apply unchanged. Usually built by :func:`monai_snn.conversion.convert_to_snn`.
+
+    Args:
+        module: an ``fx.GraphModule`` whose activations are :class:`~monai_snn.neurons.SpikingNeuron` layers.
+        num_steps: simulation length ``T``; can be changed at any time (``snn.num_steps = 8``).
+        encoding: ``"static"``, ``"poisson_binary"``, ``"poisson_ternary"`` or an :class:`Encoder`.
+        chunk_size: time steps folded into the batch per chunk; ``None`` picks 1 on CPU and up to 16 on GPU.
+        in_channels: expected input channels (checked); ``None`` skips the check.
+        spatial_dims: expected spatial dimensions (checked); ``None`` skips the check.
+
+    Example::
+
+        snn = convert_to_snn(ann, calibration_batches, num_steps=16)
+        y = snn(x)  # [B, K, H, W], averaged over 16 steps
+        snn.firing_rates()  # {"encoder.0.1": 0.12, ...}
+    """
+
+    def __init__(
+        self,
+        module: torch.fx.GraphModule,
+        num_steps: int = 16,
+        encoding: str | Encoder = "static",
+        chunk_size: int | None = None,
+        in_channels: int | None = None,
+        spatial_dims: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.network = module
+        self.num_steps = num_steps
+        self.encoder = make_encoder(encoding)
+        self.chunk_size = chunk_size
+        self.in_channels = in_channels
+        self.spatial_dims = spatial_dims
+        self.metadata: dict[str, Any] = {}
+        self._plan_key: tuple | None = None
+
+    # ----------------------------------------------------------------- config
+    @property
+    def num_steps(self) -> int:
+        return self._num_steps
+
+    @num_steps.setter
+    def num_steps(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"num_steps must be a positive integer, got {value!r}.")
+        self._num_steps = value
+
+    @property
+    def encoder(self) -> Encoder:
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, value: str | Encoder) -> None:
+        self._encoder = make_encoder(value)
+        self._plan_key = None
+
+    def neurons(self) -> dict[str, SpikingNeuron]:
+        """Spiking layers by name (the ANN's ReLU module paths)."""
+        return {n: m for n, m in self.network.named_modules() if isinstance(m, SpikingNeuron)}
+
+    def firing_rates(self) -> dict[str, float]:
+        """Spikes per neuron and time step of each spiking layer during the last forward pass."""
+        return {n: m.firing_rate() for n, m in self.neurons().items()}
+
+    def reset(self) -> None:
+        """Reset all neuron states (done automatically at the start of every forward pass)."""
+        reset_states(self.network)
+
+    # ------------------------------------------------------------------- plan
+    def _plan(self) -> None:
+        key = (id(self.network.graph), self._encoder.static)
+        if self._plan_key == key:
+            return
+        modules = dict(self.network.named_modules())
+        nodes = list(self.network.graph.nodes)
+        is_neuron = {n.name: n.op == "call_module" and isinstance(modules[n.target], SpikingNeuron) for n in nodes}
+        variant: dict[str, bool] = {}
+        for n in nodes:
+            if n.op == "placeholder":
+                variant[n.name] = not self._encoder.static
+            elif n.op == "get_attr":
+                variant[n.name] = False
+            else:
+                variant[n.name] = is_neuron[n.name] or any(variant[a.name] for a in n.all_input_nodes)
+        # "tail": variant nodes with no neuron downstream; affine, so they run once on time-averaged inputs
+        feeds_neuron: dict[str, bool] = {}
+        for n in reversed(nodes):
+            feeds_neuron[n.name] = any(is_neuron[u.name] or feeds_neuron[u.name] for u in n.users)
+        const, body, tail = [], [], []
+        for n in nodes:
+            if n.op in ("placeholder", "output"):
+                continue
+            fn = modules[n.target] if n.op == "call_module" else n.target
+            if n.op == "call_method":
+                raise ValueError(f"method call {n.target!r} (node {n.name!r}) is not supported in simulation.")
+            op = _Op(n, fn, is_neuron[n.name])
+            if not variant[n.name]:
+                const.append(op)
+            elif is_neuron[n.name] or feeds_neuron[n.name]:
+                body.append(op)
+            else:
+                tail.append(op)
+        body_names = {op.name for op in body}
+        if self._encoder.static is False:
+            body_names.add(next(n.name for n in nodes if n.op == "placeholder"))
+        # values produced in the body and read by the tail (or the output) are accumulated over time
+        output_node = next(n for n in nodes if n.op == "output")
+        readers = [op.node for op in tail] + [output_node]
+        boundary = sorted({a.name for r in readers for a in r.all_input_nodes if a.name in body_names})
+        # free body values after their last use inside the chunk
+        last_use: dict[str, int] = {}
+        for i, op in enumerate(body):
+            for a in op.node.all_input_nodes:
+                last_use[a.name] = i
+        for name, i in last_use.items():
+            if name in body_names and name not in boundary:
+                body[i].free.append(name)
+        self._const, self._body, self._tail = const, body, tail
+        self._boundary = boundary
+        self._output_node = output_node
+        self._placeholder = next(n.name for n in nodes if n.op == "placeholder")
+        self._plan_key = key
+
+    # ---------------------------------------------------------------- forward
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ``ValueError`` naming the problem when ``x`` does not fit the network."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"SpikingSimulator expects a torch.Tensor, got {type(x).__name__}.")
+        if self.spatial_dims is not None and x.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"expected input [B, C, *spatial] with {self.spatial_dims} spatial dimensions "
+                f"({self.spatial_dims + 2} in all), got shape {tuple(x.shape)}."
+            )
+        if self.in_channels is not None and (x.ndim < 2 or x.shape[1] != self.in_channels):
+            raise ValueError(f"expected {self.in_channels} input channel(s), got input of shape {tuple(x.shape)}.")
+
+    def _chunk(self) -> int:
+        if self.chunk_size is not None:
+            if self.chunk_size < 1:
+                raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}.")
+            return min(self.chunk_size, self.num_steps)
+        device = next(self.network.parameters()).device
+        return 1 if device.type == "cpu" else min(16, self.num_steps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Simulate ``num_steps`` steps on ``x`` (``[B, C, *spatial]``); returns the averaged readout."""
+        self.check_input(x)
+        self._plan()
+        self.reset()
+        self._encoder.reset(x)
+        T, batch = self.num_steps, x.shape[0]
+        inv: dict[str, torch.Tensor] = {self._placeholder: x}
+        for op in self._const:
+            inv[op.name] = self._call(op, lambda a: inv[a.name])
+        acc: dict[str, torch.Tensor] = {}
+        chunk = self._chunk()
+        for start in range(0, T, chunk):
+            k = min(chunk, T - start)
+            env: dict[str, torch.Tensor] = {}
+            if not self._encoder.static:
+                env[self._placeholder] = self._encoder(x, k).flatten(0, 1)
+
+            def fold(a: torch.fx.Node) -> torch.Tensor:
+                if a.name in env:
+                    return env[a.name]
+                v = inv[a.name]
+                return v if k == 1 else v.repeat(k, *([1] * (v.ndim - 1)))
+
+            for op in self._body:
+                if op.is_neuron:
+                    src = op.node.args[0]
+                    if src.name in env:
+                        seq = env[src.name].unflatten(0, (k, batch))
+                    else:
+                        seq = inv[src.name].unsqueeze(0).expand(k, *inv[src.name].shape)
+                    env[op.name] = op.fn.multi_step(seq).flatten(0, 1)
+                else:
+                    env[op.name] = self._call(op, fold)
+                for name in op.free:
+                    env.pop(name, None)
+            for name in self._boundary:
+                s = env[name].unflatten(0, (k, batch)).sum(0)
+                acc[name] = s if name not in acc else acc[name] + s
+        tenv = dict(inv)
+        tenv.update({name: v / T for name, v in acc.items()})
+        for op in self._tail:
+            tenv[op.name] = self._call(op, lambda a: tenv[a.name])
+        return torch.fx.node.map_arg(self._output_node.args[0], lambda a: tenv[a.name])
+
+    @staticmethod
+    def _call(op: _Op, lookup) -> torch.Tensor:
+        args = torch.fx.node.map_arg(op.node.args, lookup)
+        kwargs = torch.fx.node.map_arg(op.node.kwargs, lookup)
+        return op.fn(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"num_steps={self.num_steps}, encoder={self._encoder!r}, chunk_size={self.chunk_size}"

@@ -1,0 +1,267 @@
+"""Spiking neurons: integrate-and-fire with soft reset, multi-threshold, leaky, signed (ternary) firing.
+
+All neurons share one model. At each time step the membrane integrates the input, ``v = leak * v + x``, then
+meets its thresholds from the highest to the lowest; at each level ``theta_k`` it fires at most one spike when
+``v >= theta_k`` and subtracts ``theta_k`` (soft reset, "reset by subtraction"). The output of a step is the
+threshold-weighted sum of its spikes, so an IF neuron outputs ``0`` or ``theta`` and a multi-threshold neuron with
+levels (2, 1, 0.5, 0.25) outputs a multiple of 0.25 in ``[0, 3.75]``. With ``signed=True`` the neuron also fires
+negative spikes when ``v <= -theta_k`` (ternary networks).
+
+State (membrane potential, spike counts, accumulated flows) lives in plain attributes, never in ``state_dict``;
+:func:`monai_snn.neurons.reset_states` resets a whole network in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from monai_snn.neurons.surrogate import Surrogate, surrogate_from_name
+
+__all__ = ["SpikingNeuron", "IFNeuron", "MultiThresholdNeuron", "LIFNeuron"]
+
+
+def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
+    levels = tuple(float(t) for t in thresholds)
+    if len(levels) == 0:
+        raise ValueError("thresholds must contain at least one value.")
+    if any(not t > 0 for t in levels):
+        raise ValueError(f"thresholds must all be positive, got {levels}.")
+    if any(a <= b for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"thresholds must be strictly descending (highest first), got {levels}.")
+    return levels
+
+
+class SpikingNeuron(nn.Module):
+    """A layer of integrate-and-fire neurons with one or several descending thresholds and soft reset.
+
+    Args:
+        thresholds: relative threshold levels, highest first; multiplied by ``v_threshold``.
+        v_threshold: base threshold.
+        initial_potential: the membrane starts at this fraction of the smallest threshold. ``0.0`` reproduces the
+            papers; ``0.5`` turns the neuron's floor quantization into rounding.
+        leak: membrane decay per step (``1.0``: IF, no leak; ``< 1``: LIF).
+        signed: also fire negative spikes when ``v <= -theta`` (ternary networks).
+        surrogate: surrogate gradient used when gradients flow (``"triangle"``, ``"relative_triangle"``,
+            ``"sigmoid"`` or a :class:`~monai_snn.neurons.surrogate.Surrogate`).
+        detach_reset: do not backpropagate through the soft reset.
+        record_flow: accumulate the input and output flows (sum over time), needed by spiking-flow fine-tuning.
+
+    Example::
+
+        neuron = SpikingNeuron(thresholds=(2.0, 1.0, 0.5, 0.25), initial_potential=0.5)
+        out = torch.stack([neuron(x) for _ in range(8)]).mean(0)  # ~ x quantized to 0.25 steps
+    """
+
+    def __init__(
+        self,
+        thresholds: Sequence[float] = (1.0,),
+        v_threshold: float = 1.0,
+        initial_potential: float = 0.0,
+        leak: float = 1.0,
+        signed: bool = False,
+        surrogate: str | Surrogate = "triangle",
+        detach_reset: bool = False,
+        record_flow: bool = False,
+    ) -> None:
+        super().__init__()
+        if not v_threshold > 0:
+            raise ValueError(f"v_threshold must be positive, got {v_threshold}.")
+        if not 0.0 <= initial_potential < 1.0:
+            raise ValueError(f"initial_potential must be in [0, 1), got {initial_potential}.")
+        if not 0.0 < leak <= 1.0:
+            raise ValueError(f"leak must be in (0, 1], got {leak}.")
+        self.thresholds = _check_thresholds(thresholds)
+        self.v_threshold = float(v_threshold)
+        self.initial_potential = float(initial_potential)
+        self.leak = float(leak)
+        self.signed = bool(signed)
+        self.surrogate = surrogate_from_name(surrogate)
+        self.detach_reset = bool(detach_reset)
+        self.record_flow = bool(record_flow)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """Absolute threshold levels (``thresholds * v_threshold``)."""
+        return tuple(t * self.v_threshold for t in self.thresholds)
+
+    @property
+    def max_output(self) -> float:
+        """Largest output of one step (the sum of the levels)."""
+        return sum(self.levels)
+
+    def reset(self) -> None:
+        """Forget the membrane potential, spike counts and flows (start of a new sample)."""
+        self.v: torch.Tensor | None = None
+        self.spike_count: torch.Tensor | None = None
+        self.acc_input: torch.Tensor | None = None
+        self.acc_output: torch.Tensor | None = None
+        self.num_steps = 0
+
+    def firing_rate(self) -> float:
+        """Mean number of spikes per neuron and time step since the last reset (all levels counted)."""
+        if self.spike_count is None or self.num_steps == 0:
+            return 0.0
+        return float(self.spike_count.sum()) / (self.spike_count.numel() * self.num_steps)
+
+    def _geometric(self) -> bool:
+        levels = self.levels
+        return all(abs(a / 2.0 - b) <= 1e-9 * a for a, b in zip(levels, levels[1:]))
+
+    # ---------------------------------------------------------------- dynamics
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One time step: integrate ``x``, fire, soft-reset; returns the threshold-weighted spikes."""
+        if self.v is None:
+            self.v = torch.full_like(x, self.initial_potential * min(self.levels))
+            self.spike_count = torch.zeros_like(x, requires_grad=False)
+        elif self.v.shape != x.shape:
+            raise RuntimeError(
+                f"{type(self).__name__}: input shape {tuple(x.shape)} differs from the state shape "
+                f"{tuple(self.v.shape)}; call monai_snn.neurons.reset_states(network) between samples."
+            )
+        if torch.is_grad_enabled() and (x.requires_grad or self.v.requires_grad):
+            out = self._step_surrogate(x)
+        elif self._geometric():
+            out = self._step_quantized(x)
+        else:
+            out = self._step_levels(x)
+        if self.record_flow:
+            xd, od = x.detach(), out.detach()
+            self.acc_input = xd.clone() if self.acc_input is None else self.acc_input.add_(xd)
+            self.acc_output = od.clone() if self.acc_output is None else self.acc_output.add_(od)
+        self.num_steps += 1
+        return out
+
+    def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """``k`` time steps at once: ``[k, B, ...] -> [k, B, ...]`` (a stride-0 expanded input is fine)."""
+        if x_seq.shape[0] == 1:
+            return self(x_seq[0]).unsqueeze(0)
+        return torch.stack([self(x_seq[t]) for t in range(x_seq.shape[0])])
+
+    def _integrate(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+        v = self.v
+        if self.leak != 1.0:
+            v = v.mul_(self.leak) if inplace else v * self.leak
+        return v.add_(x) if inplace else v + x
+
+    def _step_quantized(self, x: torch.Tensor) -> torch.Tensor:
+        """Fast path without gradients for halving levels: greedy firing = clamped floor quantization."""
+        v = self._integrate(x, inplace=True)
+        levels = self.levels
+        lo, n = levels[-1], len(levels)
+        qmax = float(2**n - 1)
+        if self.signed:
+            q = torch.floor(v.abs() / lo).clamp_(max=qmax).mul_(torch.sign(v))
+        else:
+            q = torch.floor(v / lo).clamp_(0.0, qmax)
+        out = q * lo
+        v.sub_(out)
+        if n == 1:
+            self.spike_count.add_(q.abs() if self.signed else q)
+        else:
+            table = _popcount_table(n, q.device, q.dtype)
+            self.spike_count.add_(table[q.abs().long()])
+        self.v = v
+        return out
+
+    def _step_levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Level-by-level firing without gradients (any descending thresholds)."""
+        v = self._integrate(x, inplace=True)
+        out = torch.zeros_like(v)
+        for theta in self.levels:
+            s = (v >= theta).to(v.dtype)
+            if self.signed:
+                s = s - (v <= -theta).to(v.dtype)
+            v.sub_(s * theta)
+            out.add_(s * theta)
+            self.spike_count.add_(s.abs())
+        self.v = v
+        return out
+
+    def _step_surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """Level-by-level firing with surrogate gradients (BPTT)."""
+        v = self._integrate(x, inplace=False)
+        out = torch.zeros_like(v)
+        for theta in self.levels:
+            s = self.surrogate.spike(v, theta)
+            if self.signed:
+                s = s - self.surrogate.spike(-v, theta)
+            v = v - theta * (s.detach() if self.detach_reset else s)
+            out = out + theta * s
+            self.spike_count.add_(s.detach().abs())
+        self.v = v
+        return out
+
+    def extra_repr(self) -> str:
+        s = f"thresholds={self.thresholds}, v_threshold={self.v_threshold:g}, initial_potential={self.initial_potential}"
+        if self.leak != 1.0:
+            s += f", leak={self.leak}"
+        if self.signed:
+            s += ", signed=True"
+        return s
+
+
+_POPCOUNT: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _popcount_table(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    key = (n, device, dtype)
+    if key not in _POPCOUNT:
+        _POPCOUNT[key] = torch.tensor([bin(i).count("1") for i in range(2**n)], device=device, dtype=dtype)
+    return _POPCOUNT[key]
+
+
+class IFNeuron(SpikingNeuron):
+    """Integrate-and-fire neuron with one threshold and soft reset.
+
+    Args:
+        v_threshold: firing threshold.
+        kwargs: see :class:`SpikingNeuron`.
+
+    Example::
+
+        neuron = IFNeuron(v_threshold=1.0, initial_potential=0.5)
+    """
+
+    def __init__(self, v_threshold: float = 1.0, **kwargs) -> None:
+        super().__init__(thresholds=(1.0,), v_threshold=v_threshold, **kwargs)
+
+
+class MultiThresholdNeuron(SpikingNeuron):
+    """Multi-threshold neuron of Spiking-UNet: descending thresholds, one spike per level per step.
+
+    Args:
+        thresholds: relative levels, highest first (default ``(2.0, 1.0, 0.5, 0.25)``), times ``v_threshold``.
+        v_threshold: base threshold.
+        kwargs: see :class:`SpikingNeuron`.
+
+    Example::
+
+        neuron = MultiThresholdNeuron(thresholds=(2.0, 1.0, 0.5, 0.25), initial_potential=0.5)
+    """
+
+    def __init__(
+        self, thresholds: Sequence[float] = (2.0, 1.0, 0.5, 0.25), v_threshold: float = 1.0, **kwargs
+    ) -> None:
+        super().__init__(thresholds=thresholds, v_threshold=v_threshold, **kwargs)
+
+
+class LIFNeuron(SpikingNeuron):
+    """Leaky integrate-and-fire neuron, ``v = leak * v + x``, with soft reset (direct-training baselines).
+
+    Args:
+        leak: membrane decay factor per step, in ``(0, 1]``.
+        v_threshold: firing threshold.
+        kwargs: see :class:`SpikingNeuron`.
+
+    Example::
+
+        neuron = LIFNeuron(leak=0.9, surrogate="sigmoid")
+    """
+
+    def __init__(self, leak: float = 0.9, v_threshold: float = 1.0, **kwargs) -> None:
+        super().__init__(thresholds=kwargs.pop("thresholds", (1.0,)), v_threshold=v_threshold, leak=leak, **kwargs)

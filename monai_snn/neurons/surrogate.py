@@ -1,0 +1,116 @@
+"""Surrogate gradients for the non-differentiable spike function.
+
+The forward pass of every surrogate is the Heaviside step ``H(u - theta)``; only the backward pass differs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "Surrogate",
+    "TriangleSurrogate",
+    "RelativeTriangleSurrogate",
+    "SigmoidSurrogate",
+    "surrogate_from_name",
+]
+
+
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside forward, ``surrogate.grad(u, theta)`` backward."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, theta: float, surrogate: "Surrogate") -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u)
+        ctx.theta = theta
+        ctx.surrogate = surrogate
+        return (u >= theta).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        (u,) = ctx.saved_tensors
+        return grad_out * ctx.surrogate.grad(u, ctx.theta), None, None
+
+
+class Surrogate:
+    """Base class: ``spike(u, theta)`` is ``H(u - theta)`` with the derivative given by :meth:`grad`."""
+
+    def grad(self, u: torch.Tensor, theta: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def spike(self, u: torch.Tensor, theta: float) -> torch.Tensor:
+        return _SpikeFn.apply(u, theta, self)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class TriangleSurrogate(Surrogate):
+    """Linear (triangle) surrogate of Bellec et al., used by the hippocampus paper: ``alpha * max(0, 1 - |u - V|)``.
+
+    Args:
+        alpha: height of the triangle (dampening factor), 0.3 in Bellec et al.; 1.0 by default.
+        width: half-width of the triangle in membrane units (1.0 in the paper's formula).
+
+    Example::
+
+        s = TriangleSurrogate(alpha=0.3).spike(u, 1.0)
+    """
+
+    def __init__(self, alpha: float = 1.0, width: float = 1.0) -> None:
+        self.alpha = float(alpha)
+        self.width = float(width)
+
+    def grad(self, u: torch.Tensor, theta: float) -> torch.Tensor:
+        return self.alpha * torch.clamp(1.0 - (u - theta).abs() / self.width, min=0.0) / self.width
+
+
+class RelativeTriangleSurrogate(Surrogate):
+    """Kim et al.'s threshold-relative triangle: ``max(0, 1 - |(u - theta) / theta|)`` (scaled by ``alpha``).
+
+    Args:
+        alpha: scale of the derivative.
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = float(alpha)
+
+    def grad(self, u: torch.Tensor, theta: float) -> torch.Tensor:
+        return self.alpha * torch.clamp(1.0 - ((u - theta) / theta).abs(), min=0.0)
+
+
+class SigmoidSurrogate(Surrogate):
+    """Smooth surrogate: the derivative of ``sigmoid(alpha * (u - theta))``.
+
+    Args:
+        alpha: steepness.
+    """
+
+    def __init__(self, alpha: float = 4.0) -> None:
+        self.alpha = float(alpha)
+
+    def grad(self, u: torch.Tensor, theta: float) -> torch.Tensor:
+        s = torch.sigmoid(self.alpha * (u - theta))
+        return self.alpha * s * (1.0 - s)
+
+
+_SURROGATES = {
+    "triangle": TriangleSurrogate,
+    "relative_triangle": RelativeTriangleSurrogate,
+    "sigmoid": SigmoidSurrogate,
+}
+
+
+def surrogate_from_name(name: str | Surrogate, **kwargs) -> Surrogate:
+    """Build a surrogate from its name (``"triangle"``, ``"relative_triangle"``, ``"sigmoid"``) or pass one through.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if isinstance(name, Surrogate):
+        return name
+    if name not in _SURROGATES:
+        raise ValueError(f"surrogate must be one of {sorted(_SURROGATES)}, got {name!r}.")
+    return _SURROGATES[name](**kwargs)
+
