@@ -25,14 +25,18 @@ from monai_snn.neurons.utils import reset_states
 __all__ = ["SpikingSimulator"]
 
 
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
 class _Op:
-    __slots__ = ("node", "name", "fn", "is_neuron", "free")
+    __slots__ = ("node", "name", "fn", "is_neuron", "is_dropout", "free")
 
     def __init__(self, node: torch.fx.Node, fn: Any, is_neuron: bool) -> None:
         self.node = node
         self.name = node.name
         self.fn = fn
         self.is_neuron = is_neuron
+        self.is_dropout = isinstance(fn, _DROPOUT)
         self.free: list[str] = []
 
 
@@ -74,6 +78,10 @@ class SpikingSimulator(nn.Module):
         self.in_channels = in_channels
         self.spatial_dims = spatial_dims
         self.metadata: dict[str, Any] = {}
+        self.last_input_shape: tuple[int, ...] | None = None
+        self.input_spike_count: torch.Tensor | None = None
+        self._input_sum: torch.Tensor | None = None
+        self._dropout_masks: dict[str, torch.Tensor] = {}
         self._plan_key: tuple | None = None
 
     # ----------------------------------------------------------------- config
@@ -190,6 +198,9 @@ class SpikingSimulator(nn.Module):
         self._plan()
         self.reset()
         self._encoder.reset(x)
+        self.last_input_shape = tuple(x.shape)
+        self.input_spike_count = self._input_sum = None
+        self._dropout_masks = {}
         T, batch = self.num_steps, x.shape[0]
         inv: dict[str, torch.Tensor] = {self._placeholder: x}
         for op in self._const:
@@ -200,7 +211,11 @@ class SpikingSimulator(nn.Module):
             k = min(chunk, T - start)
             env: dict[str, torch.Tensor] = {}
             if not self._encoder.static:
-                env[self._placeholder] = self._encoder(x, k).flatten(0, 1)
+                spikes = self._encoder(x, k)
+                counts, total = spikes.detach().abs().sum(0), spikes.detach().sum(0)
+                self.input_spike_count = counts if start == 0 else self.input_spike_count + counts
+                self._input_sum = total if start == 0 else self._input_sum + total
+                env[self._placeholder] = spikes.flatten(0, 1)
 
             def fold(a: torch.fx.Node) -> torch.Tensor:
                 if a.name in env:
@@ -229,11 +244,56 @@ class SpikingSimulator(nn.Module):
             tenv[op.name] = self._call(op, lambda a: tenv[a.name])
         return torch.fx.node.map_arg(self._output_node.args[0], lambda a: tenv[a.name])
 
-    @staticmethod
-    def _call(op: _Op, lookup) -> torch.Tensor:
+    def _call(self, op: _Op, lookup) -> torch.Tensor:
         args = torch.fx.node.map_arg(op.node.args, lookup)
         kwargs = torch.fx.node.map_arg(op.node.kwargs, lookup)
+        if op.is_dropout:
+            return self._dropout(op, args[0])
         return op.fn(*args, **kwargs)
+
+    def _dropout(self, op: _Op, x: torch.Tensor) -> torch.Tensor:
+        """Dropout with one mask per sample, shared by all time steps (and by the flow pass)."""
+        if not (self.training and op.fn.p > 0):
+            return x
+        batch = self.last_input_shape[0]
+        mask = self._dropout_masks.get(op.name)
+        if mask is None:
+            with torch.no_grad():
+                mask = op.fn(torch.ones_like(x[:batch]))
+            self._dropout_masks[op.name] = mask
+        reps = x.shape[0] // batch
+        return x * (mask if reps == 1 else mask.repeat(reps, *([1] * (mask.ndim - 1))))
+
+    def forward_flow(self, x: torch.Tensor) -> torch.Tensor:
+        """Accumulated-spiking-flow pass for fine-tuning: same value as :meth:`forward`, memory independent of T.
+
+        Simulates ``num_steps`` steps without a graph while every neuron accumulates its output flow, then runs
+        one differentiable pass in rate form: each spiking layer outputs its measured flow / T (detached) with the
+        straight-through gradient ``1[input > 0]`` at its time-averaged input current. Biases count once in that
+        pass, exactly as in the averaged simulation.
+
+        Example::
+
+            loss = loss_fn(snn.forward_flow(images), labels)
+            loss.backward()
+        """
+        neurons = list(self.neurons().values())
+        for n in neurons:
+            n.record_flow = True
+        try:
+            with torch.no_grad():
+                self.forward(x)
+        finally:
+            for n in neurons:
+                n.record_flow = False
+        inp = x if self._encoder.static else self._input_sum / self.num_steps
+        env: dict[str, torch.Tensor] = {self._placeholder: inp}
+        for op in self._const + self._body + self._tail:
+            if op.is_neuron:
+                env[op.name] = op.fn.flow(env[op.node.args[0].name])
+            else:
+                env[op.name] = self._call(op, lambda a: env[a.name])
+        return torch.fx.node.map_arg(self._output_node.args[0], lambda a: env[a.name])
 
     def extra_repr(self) -> str:
         return f"num_steps={self.num_steps}, encoder={self._encoder!r}, chunk_size={self.chunk_size}"

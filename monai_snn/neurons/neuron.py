@@ -47,7 +47,8 @@ class SpikingNeuron(nn.Module):
         surrogate: surrogate gradient used when gradients flow (``"triangle"``, ``"relative_triangle"``,
             ``"sigmoid"`` or a :class:`~monai_snn.neurons.surrogate.Surrogate`).
         detach_reset: do not backpropagate through the soft reset.
-        record_flow: accumulate the input and output flows (sum over time), needed by spiking-flow fine-tuning.
+        record_flow: accumulate the output flow (threshold-weighted spikes summed over time), needed by
+            spiking-flow fine-tuning.
 
     Example::
 
@@ -98,7 +99,6 @@ class SpikingNeuron(nn.Module):
         """Forget the membrane potential, spike counts and flows (start of a new sample)."""
         self.v: torch.Tensor | None = None
         self.spike_count: torch.Tensor | None = None
-        self.acc_input: torch.Tensor | None = None
         self.acc_output: torch.Tensor | None = None
         self.num_steps = 0
 
@@ -130,11 +130,24 @@ class SpikingNeuron(nn.Module):
         else:
             out = self._step_levels(x)
         if self.record_flow:
-            xd, od = x.detach(), out.detach()
-            self.acc_input = xd.clone() if self.acc_input is None else self.acc_input.add_(xd)
+            od = out.detach()
             self.acc_output = od.clone() if self.acc_output is None else self.acc_output.add_(od)
         self.num_steps += 1
         return out
+
+    def flow(self, x: torch.Tensor) -> torch.Tensor:
+        """Rate-form pass of spiking-flow fine-tuning (after a simulation with ``record_flow=True``).
+
+        The value is the neuron's accumulated output flow averaged over the simulated steps (detached); the
+        gradient is the straight-through, ReLU-like ``1[x > 0]`` at ``x``, the time-averaged input current.
+        """
+        if self.acc_output is None or self.num_steps == 0:
+            raise RuntimeError(f"{type(self).__name__}: no recorded flow; simulate with record_flow=True first.")
+        rate = self.acc_output / self.num_steps
+        mask = (x.detach() > 0).to(x.dtype)
+        if self.signed:
+            mask = (x.detach() != 0).to(x.dtype)
+        return rate + mask * x - (mask * x).detach()
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``k`` time steps at once: ``[k, B, ...] -> [k, B, ...]`` (a stride-0 expanded input is fine)."""
