@@ -1,0 +1,266 @@
+"""ANN -> SNN conversion: convergence, normalization invariances, short-T behaviour, bad input."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from monai_snn.conversion import convert_to_snn, trace_ann
+from monai_snn.networks import ConvertibleUNet, SpikingSimulator
+
+from conftest import dice
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@torch.no_grad()
+def outputs(snn: SpikingSimulator, x: torch.Tensor) -> torch.Tensor:
+    return snn(x)
+
+
+# 1. convergence at long T --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("neuron", ["if", "multi_threshold"])
+def test_converges_to_ann_2d_real(trained_ann, hippo_slices, neuron):
+    _, _, vx, _ = hippo_slices
+    x = vx[:12]
+    with torch.no_grad():
+        y = trained_ann(x)
+    snn = convert_to_snn(trained_ann, [vx[12:44]], percentile=100, neuron=neuron, num_steps=512, encoding="static")
+    assert isinstance(snn, SpikingSimulator)
+    assert rel_err(outputs(snn, x), y) < 0.02
+
+
+@pytest.mark.parametrize("neuron", ["if", "multi_threshold"])
+def test_converges_to_ann_3d(neuron):
+    torch.manual_seed(0)
+    ann = ConvertibleUNet(3, 1, 2, channels=(4, 8, 16)).eval()
+    x = torch.rand(2, 1, 16, 16, 8)
+    with torch.no_grad():
+        y = ann(x)
+    snn = convert_to_snn(ann, [x], percentile=100, neuron=neuron, num_steps=512)
+    assert outputs(snn, x).shape == y.shape
+    assert rel_err(outputs(snn, x), y) < 0.02
+
+
+def test_ann_is_not_modified(trained_ann, hippo_slices):
+    before = copy.deepcopy(trained_ann.state_dict())
+    convert_to_snn(trained_ann, [hippo_slices[2][:8]], normalization="threshold_balancing", num_steps=4)
+    for k, v in trained_ann.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert any(isinstance(m, nn.ReLU) for m in trained_ann.modules())
+
+
+# 2. function-preserving rescaling -------------------------------------------------------------------------------
+def rescale_skip_producer(ann: ConvertibleUNet, factor: float) -> ConvertibleUNet:
+    """Scale the last conv of level 0 (its output feeds the pool and the top skip connection) by ``factor`` and
+    divide the matching input channels of both consumers: the ANN computes the same function."""
+    out = copy.deepcopy(ann)
+    c0 = out.channels[0]
+    with torch.no_grad():
+        out.encoder[0][2].weight.mul_(factor)
+        out.encoder[0][2].bias.mul_(factor)
+        out.encoder[1][0].weight.div_(factor)
+        out.decoder[-1][0].weight[:, :c0].div_(factor)  # cat([skip, up]): the skip is the first part
+    return out
+
+
+def test_rescaling_invariance_connection_vs_layer(trained_ann, hippo_slices):
+    _, _, vx, _ = hippo_slices
+    x, calib = vx[:16], [vx[16:48]]
+    scaled = rescale_skip_producer(trained_ann, 1 / 8)
+    with torch.no_grad():
+        y = trained_ann(x)
+        assert torch.allclose(scaled(x), y, atol=1e-4)
+    kw = dict(percentile=99.9, neuron="multi_threshold", num_steps=32)
+    conn = outputs(convert_to_snn(trained_ann, calib, normalization="connection", **kw), x)
+    conn_s = outputs(convert_to_snn(scaled, calib, normalization="connection", **kw), x)
+    assert rel_err(conn_s, conn) < 1e-3
+    layer = outputs(convert_to_snn(trained_ann, calib, normalization="layer", **kw), x)
+    layer_s = outputs(convert_to_snn(scaled, calib, normalization="layer", **kw), x)
+    assert rel_err(layer_s, layer) > 0.1  # layer-wise depends on how the ANN happens to be scaled...
+    assert rel_err(layer_s, y) > 1.2 * rel_err(layer, y)  # ...and here degrades further
+    assert rel_err(layer, y) > 10 * rel_err(conn, y)
+
+
+def test_every_channel_of_every_part_is_scaled():
+    torch.manual_seed(0)
+    ann = ConvertibleUNet(2, 1, 1, channels=(3, 5, 7)).eval()
+    x = torch.rand(4, 1, 16, 16)
+    snn = convert_to_snn(ann, [x], normalization="connection", percentile=100)
+    scales = snn.metadata["scales"]
+    inputs = snn.metadata["synapse_inputs"]
+    outputs_ = snn.metadata["synapse_outputs"]
+    checked = 0
+    for name, blocks in inputs.items():
+        w_ann = ann.get_submodule(name).weight
+        w_snn = snn.network.get_submodule(name).weight
+        in_dim = 0 if isinstance(ann.get_submodule(name), nn.ConvTranspose2d) else 1
+        lam_out = 1.0 if outputs_[name] is None else scales[outputs_[name]]
+        expected = torch.empty(w_ann.shape[in_dim])
+        for start, size, source in blocks:
+            expected[start : start + size] = (1.0 if source is None else scales[source]) / lam_out
+        shape = [1] * w_ann.ndim
+        shape[in_dim] = -1
+        assert torch.allclose(w_snn, w_ann * expected.reshape(shape), rtol=1e-5), name
+        if len(blocks) > 1:  # a concatenation: the last channel of each part must carry its part's scale
+            checked += 1
+            for start, size, source in blocks:
+                last = (w_snn.narrow(in_dim, start + size - 1, 1) / w_ann.narrow(in_dim, start + size - 1, 1))
+                assert torch.allclose(last, torch.tensor(scales[source] / lam_out), rtol=1e-5), (name, source)
+    assert checked == 2  # both decoder levels read a concatenation
+
+
+# 3. short T -------------------------------------------------------------------------------------------------
+def test_short_T_multi_threshold_and_half_potential(trained_ann, hippo_slices):
+    _, _, vx, vy = hippo_slices
+    calib = [vx[::4]]
+    with torch.no_grad():
+        y = trained_ann(vx)
+    errs, dices = {}, {}
+    for neuron in ("if", "multi_threshold"):
+        for v0 in (0.0, 0.5):
+            snn = convert_to_snn(trained_ann, calib, neuron=neuron, initial_potential=v0, num_steps=16)
+            out = outputs(snn, vx)
+            errs[neuron, v0], dices[neuron, v0] = rel_err(out, y), dice(out, vy)
+    assert errs["multi_threshold", 0.0] < errs["if", 0.0]
+    assert errs["multi_threshold", 0.5] < errs["if", 0.5]
+    assert errs["if", 0.5] < errs["if", 0.0]
+    assert errs["multi_threshold", 0.5] < errs["multi_threshold", 0.0]
+    ann_dice = dice(y, vy)
+    assert dices["multi_threshold", 0.5] > ann_dice - 0.02  # within 2 Dice points at T = 16
+    assert dices["multi_threshold", 0.5] > dices["if", 0.0]
+
+
+def test_num_steps_changeable_and_chunking_identical(trained_ann, hippo_slices):
+    x = hippo_slices[2][:6]
+    for encoding in ("static", "poisson_binary"):
+        snn = convert_to_snn(trained_ann, [x], num_steps=8, encoding=encoding)
+        ref = outputs(snn, x)
+        for chunk in (2, 3, 8):
+            snn.chunk_size = chunk
+            assert torch.allclose(outputs(snn, x), ref, atol=1e-6), (encoding, chunk)
+    snn.num_steps = 3
+    assert outputs(snn, x).shape == ref.shape
+    with pytest.raises(ValueError, match="num_steps"):
+        snn.num_steps = 0
+
+
+def test_ternary_encoding_end_to_end(trained_ann, hippo_slices):
+    x = hippo_slices[2][:8]
+    snn = convert_to_snn(trained_ann, [x], num_steps=8, encoding="poisson_ternary")
+    assert outputs(snn, 2 * x - 1).shape == x.shape
+    with pytest.raises(ValueError, match="binary Poisson"):
+        convert_to_snn(trained_ann, [x], num_steps=2, encoding="poisson_binary")(2 * x - 1)
+
+
+def test_threshold_balancing_runs_and_is_close_at_long_T(trained_ann, hippo_slices):
+    x = hippo_slices[2][:4]
+    with torch.no_grad():
+        y = trained_ann(x)
+    snn = convert_to_snn(trained_ann, [x], normalization="threshold_balancing", percentile=100, num_steps=128)
+    assert rel_err(outputs(snn, x), y) < 0.1
+    assert len(snn.metadata["scales"]) == len(snn.neurons())
+
+
+# bad input --------------------------------------------------------------------------------------------------
+class MaxPoolNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.down = nn.MaxPool2d(2)
+        self.head = nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        return self.head(self.down(self.act(self.conv(x))))
+
+
+def test_max_pooling_is_named():
+    with pytest.raises(ValueError, match=r"'down' \(MaxPool2d\).*average pooling"):
+        trace_ann(MaxPoolNet())
+
+
+def test_unsupported_module_is_named():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.Conv2d(4, 1, 1))
+    with pytest.raises(ValueError, match=r"'1' \(Sigmoid\) is not supported"):
+        convert_to_snn(net, [torch.rand(1, 1, 8, 8)])
+
+
+def test_batch_norm_is_folded_with_a_log_line(caplog):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 1))
+    net.train()
+    for _ in range(5):
+        net(torch.rand(8, 1, 8, 8))  # fill running statistics
+    net.eval()
+    x = torch.rand(4, 1, 8, 8)
+    with caplog.at_level(logging.INFO, logger="monai_snn.conversion.graph"):
+        snn = convert_to_snn(net, [x], percentile=100, num_steps=256)
+    assert "folded batch norm '1' into convolution '0'" in caplog.text
+    with torch.no_grad():
+        assert rel_err(snn(x), net(x)) < 0.02
+    assert isinstance(net[1], nn.BatchNorm2d)  # the user's network keeps its batch norm
+
+
+def test_batch_norm_not_after_conv():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Conv2d(4, 1, 1))
+    with pytest.raises(ValueError, match="batch norm can only be folded"):
+        trace_ann(net.eval())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(thresholds=(1.0, 2.0)), "descending"),
+        (dict(thresholds=(1.0, 0.0)), "positive"),
+        (dict(percentile=0), r"percentile must be in \(0, 100\]"),
+        (dict(percentile=100.5), r"percentile must be in \(0, 100\]"),
+        (dict(normalization="global"), "normalization must be one of"),
+        (dict(neuron="lif2"), "neuron must be"),
+        (dict(encoding="latency"), "encoding must be one of"),
+        (dict(num_steps=0), "num_steps"),
+    ],
+)
+def test_bad_parameters(kwargs, match):
+    ann = ConvertibleUNet(2, 1, 1, channels=(2, 4))
+    with pytest.raises(ValueError, match=match):
+        convert_to_snn(ann, [torch.rand(1, 1, 8, 8)], **kwargs)
+
+
+def test_empty_or_wrong_calibration_data():
+    ann = ConvertibleUNet(2, 1, 1, channels=(2, 4))
+    with pytest.raises(ValueError, match="calibration_data is empty"):
+        convert_to_snn(ann, [])
+    with pytest.raises(ValueError, match="without an 'image' key"):
+        convert_to_snn(ann, [{"label": torch.rand(1, 1, 8, 8)}])
+    snn = convert_to_snn(ann, [{"image": torch.rand(1, 1, 8, 8)}])  # MONAI-style dict batches work
+    assert snn(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+
+
+def test_wrong_input_shape():
+    ann = ConvertibleUNet(2, 3, 1, channels=(2, 4))
+    snn = convert_to_snn(ann, [torch.rand(1, 3, 8, 8)], num_steps=2)
+    with pytest.raises(ValueError, match="expected 3 input channel"):
+        snn(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="2 spatial dimensions"):
+        snn(torch.rand(1, 3, 8, 8, 8))
+    with pytest.raises(ValueError, match="divisible by 2"):
+        snn(torch.rand(1, 3, 9, 8))
+
+
+def test_dead_layer_gives_warning_not_nan():
+    ann = ConvertibleUNet(2, 1, 1, channels=(2, 4))
+    with torch.no_grad():
+        ann.encoder[1][0].bias.fill_(-1e3)  # this ReLU never fires on the calibration data
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.warns(UserWarning, match=r"layer 'encoder_1_1'.*all calibration activations are zero"):
+        snn = convert_to_snn(ann, [x], num_steps=4)
+    out = snn(x)
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p).all() for p in snn.parameters())

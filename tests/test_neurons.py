@@ -1,0 +1,123 @@
+"""Neuron dynamics: soft reset, multi-threshold quantization, initial potential, state handling, surrogates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_snn.neurons import (
+    IFNeuron,
+    LIFNeuron,
+    MultiThresholdNeuron,
+    RelativeTriangleSurrogate,
+    SpikingNeuron,
+    TriangleSurrogate,
+    make_neuron,
+    reset_states,
+)
+
+
+def run(neuron: SpikingNeuron, x: torch.Tensor, steps: int) -> torch.Tensor:
+    neuron.reset()
+    return torch.stack([neuron(x) for _ in range(steps)])
+
+
+def test_if_soft_reset_rate_matches_input():
+    x = torch.linspace(0, 1, 101)
+    out = run(IFNeuron(), x, 200)
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    # soft reset: after T steps, T * x - (spikes) stays in [0, 1): floor quantization of the rate
+    assert torch.allclose(out.sum(0), torch.floor(200 * x + 1e-4), atol=1.0)
+    assert (out.mean(0) - x).abs().max() <= 1 / 200 + 1e-6
+
+
+def test_multi_threshold_one_step_is_quantized_relu():
+    x = torch.linspace(-1, 5, 601)
+    out = run(MultiThresholdNeuron(), x, 1)[0]
+    expected = torch.clamp(torch.floor(x / 0.25) * 0.25, 0.0, 3.75)
+    assert torch.equal(out, expected)
+
+
+def test_fast_path_equals_level_by_level():
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 16) * 1.5
+    for kw in [dict(), dict(signed=True), dict(initial_potential=0.5), dict(leak=0.9)]:
+        fast = MultiThresholdNeuron(**kw)
+        slow = MultiThresholdNeuron(**kw)
+        slow._geometric = lambda: False  # force the generic level loop
+        a, b = run(fast, x, 12), run(slow, x, 12)
+        assert torch.allclose(a, b), kw
+        assert torch.equal(fast.spike_count, slow.spike_count), kw
+
+
+def test_initial_potential_turns_floor_into_rounding():
+    x = torch.full((1000,), 0.7)
+    zero = run(IFNeuron(initial_potential=0.0), x, 4).mean(0)
+    half = run(IFNeuron(initial_potential=0.5), x, 4).mean(0)
+    assert torch.allclose(zero, torch.tensor(0.5))  # floor(2.8) / 4
+    assert torch.allclose(half, torch.tensor(0.75))  # round(2.8) / 4
+    mt = MultiThresholdNeuron(initial_potential=0.5)
+    run(mt, x, 1)
+    assert mt.v is not None and mt.initial_potential * 0.25 == 0.125
+
+
+def test_signed_firing_and_spike_counts():
+    x = torch.tensor([-0.6, 0.0, 0.6])
+    n = IFNeuron(signed=True)
+    out = run(n, x, 10)
+    assert out[:, 0].min() == -1 and out[:, 2].max() == 1 and out[:, 1].abs().sum() == 0
+    assert n.spike_count.tolist() == [6.0, 0.0, 6.0]
+    assert n.firing_rate() == pytest.approx(12 / 30)
+
+
+def test_lif_leaks():
+    x = torch.full((1,), 0.3)
+    assert run(LIFNeuron(leak=0.5), x, 50).sum() == 0  # 0.3 / (1 - 0.5) = 0.6 < 1: never fires
+    assert run(IFNeuron(), x, 50).sum() > 0
+
+
+def test_state_not_in_state_dict_and_one_call_resets():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), IFNeuron(), torch.nn.Linear(4, 4), MultiThresholdNeuron())
+    net(torch.rand(2, 4))
+    assert set(net.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert net[1].v is not None and net[3].v is not None
+    reset_states(net)
+    assert net[1].v is None and net[3].v is None and net[3].num_steps == 0
+    with pytest.raises(RuntimeError, match="reset_states"):
+        net[1](torch.rand(2, 4))
+        net[1](torch.rand(3, 4))
+
+
+def test_surrogate_gradients():
+    u = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.5], requires_grad=True)
+    s = TriangleSurrogate(alpha=0.3).spike(u, 1.0)
+    s.sum().backward()
+    assert s.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert torch.allclose(u.grad, 0.3 * torch.clamp(1 - (u.detach() - 1).abs(), min=0))
+    u.grad = None
+    RelativeTriangleSurrogate().spike(u, 2.0).sum().backward()
+    assert torch.allclose(u.grad, torch.clamp(1 - ((u.detach() - 2) / 2).abs(), min=0))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(thresholds=(1.0, 2.0)), "descending"),
+        (dict(thresholds=(1.0, 0.0)), "positive"),
+        (dict(thresholds=(1.0, -0.5)), "positive"),
+        (dict(thresholds=()), "at least one"),
+        (dict(v_threshold=0.0), "v_threshold"),
+        (dict(initial_potential=1.5), "initial_potential"),
+        (dict(leak=0.0), "leak"),
+    ],
+)
+def test_bad_neuron_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SpikingNeuron(**kwargs)
+
+
+def test_make_neuron():
+    assert isinstance(make_neuron("if"), IFNeuron)
+    assert make_neuron("multi_threshold", thresholds=(4, 2, 1)).levels == (4.0, 2.0, 1.0)
+    with pytest.raises(ValueError, match="neuron must be one of"):
+        make_neuron("izhikevich")
