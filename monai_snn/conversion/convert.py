@@ -94,7 +94,8 @@ def convert_to_snn(
         surrogate: surrogate gradient of the neurons for spike-based fine-tuning.
 
     Returns:
-        a :class:`~monai_snn.networks.SpikingSimulator` mapping ``[B, C, *spatial]`` to ``[B, K, *spatial]``.
+        a :class:`~monai_snn.networks.SpikingSimulator` (in eval mode) mapping ``[B, C, *spatial]`` to
+        ``[B, K, *spatial]``.
 
     Raises:
         ValueError: bad parameters, unsupported layers, empty calibration data.
@@ -152,7 +153,7 @@ def convert_to_snn(
         spatial_dims=first.weight.ndim - 2,
     )
     device = next(ann.parameters()).device
-    snn.to(device)
+    snn.to(device).eval()  # inference-ready; trainers switch to train mode themselves
     if normalization == "threshold_balancing":
         lambdas = threshold_balance(snn, graph, [b.to(device) for b in batches], percentile, balance_steps or num_steps)
     snn.metadata.update(
