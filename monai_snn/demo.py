@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
             optimizer=torch.optim.Adam(ann.parameters(), lr=1e-3),
             loss_function=DiceCELoss(sigmoid=True, lambda_ce=0.3, lambda_dice=0.7),  # BCE-Dice of the paper
         )
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda o: {"loss": o[0]["loss"]})
+        ProgressBar(persist=False, disable=not sys.stdout.isatty()).attach(
+            trainer, output_transform=lambda o: {"loss": o[0]["loss"]}
+        )
         CheckpointSaver(str(out / "ckpt"), {"network": ann}, save_final=True, final_filename="ann.pt").attach(trainer)
         t0 = time.time()
         trainer.run()

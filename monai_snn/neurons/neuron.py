@@ -169,9 +169,11 @@ class SpikingNeuron(nn.Module):
         qmax = float(2**n - 1)
         if self.signed:
             q = torch.floor(v.abs() / lo).clamp_(max=qmax).mul_(torch.sign(v))
+        elif n == 1:
+            q = (v >= lo).to(v.dtype)
         else:
             q = torch.floor(v / lo).clamp_(0.0, qmax)
-        out = q * lo
+        out = q if lo == 1.0 else q * lo
         v.sub_(out)
         if n == 1:
             self.spike_count.add_(q.abs() if self.signed else q)

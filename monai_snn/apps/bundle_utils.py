@@ -1,0 +1,533 @@
+# Copyright (c) monai_snn contributors
+# Licensed under the Apache License, Version 2.0
+"""Helpers called from the ``bundles/hippocampus_snn`` MONAI bundle configs.
+
+The bundle configs wire MONAI engines and handlers; the pieces that are plain Python (data preparation,
+fold / validation split, loss selection, conversion, Dice-vs-T sweeps, metrics files) live here so they can be
+tested and reused. Every function is referenced from the configs by its full dotted path.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_snn.apps.hippocampus import load_datalist_folds, prepare_msd_folder, split_validation
+from monai_snn.apps.slices import SLICE_INTENSITY, dice_2d_3d, volume_slices
+
+__all__ = [
+    "LOSSES",
+    "ENCODINGS",
+    "prepare_data",
+    "fold_split",
+    "all_items",
+    "export_snn",
+    "run_inference",
+    "encoding_range",
+    "make_slices",
+    "make_loss",
+    "latest_checkpoint",
+    "load_weights",
+    "calibration_batches",
+    "snn_settings",
+    "convert_ann",
+    "build_snn",
+    "save_snn",
+    "predict",
+    "evaluate_slices",
+    "run_conversion",
+    "run_evaluation",
+    "machine_info",
+    "write_json",
+]
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("bce", "dice", "bce_dice")
+ENCODINGS = ("static", "poisson_binary", "poisson_ternary")
+
+
+# ------------------------------------------------------------------------------------------------ data
+def prepare_data(
+    data_dir: str | os.PathLike,
+    prep_dir: str | os.PathLike,
+    box: Sequence[int] | None = None,
+    num_folds: int = 5,
+    seed: int = 0,
+) -> str:
+    """Validate and fit an MSD-layout folder to one box (``None``: from its labels) -> ``datalist.json`` path."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(
+            f"data_dir {data_dir} does not exist: pass --data_dir <folder with imagesTr/ and labelsTr/> "
+            "(MSD Task04_Hippocampus layout) or set MONAI_SNN_DATA."
+        )
+    return str(
+        prepare_msd_folder(
+            data_dir, prep_dir, box=None if box is None else tuple(box), num_folds=int(num_folds), seed=int(seed)
+        )
+    )
+
+
+def all_items(datalist: str) -> list[dict]:
+    """Every item of a datalist (absolute paths), checked to exist."""
+    path = Path(datalist)
+    items = json.loads(path.read_text())["training"]
+    out = [dict(it, image=str(path.parent / it["image"]), label=str(path.parent / it["label"])) for it in items]
+    _check_items(out, datalist)
+    return out
+
+
+def _check_items(items: Sequence[dict], datalist: str) -> None:
+    for it in items:
+        for key in ("image", "label"):
+            if not os.path.isfile(it[key]):
+                raise FileNotFoundError(f"{key} file named in {datalist} does not exist: {it[key]}")
+
+
+def fold_split(
+    datalist: str, fold: int, num_folds: int = 5, val_fraction: float = 0.125, seed: int = 0
+) -> dict[str, list[dict]]:
+    """Train / validation / test items of one fold; the validation split comes from the training folds only.
+
+    Every file is checked before anything else runs, so a datalist naming a missing file fails at once with
+    a message naming it.
+    """
+    train, test = load_datalist_folds(datalist, fold=int(fold), num_folds=int(num_folds))
+    _check_items(train + test, datalist)
+    train, val = split_validation(train, fraction=float(val_fraction), seed=int(seed))
+    if not val:
+        val = train[:1]
+    logger.info("fold %d: %d train, %d validation, %d test volumes", fold, len(train), len(val), len(test))
+    return {"train": train, "val": val, "test": test, "all": train + val + test}
+
+
+def encoding_range(encoding: str) -> tuple[float, float]:
+    """Slice intensity range for an input encoding: ``[-1, 1]`` for ternary Poisson coding, else ``[0, 1]``."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}.")
+    return SLICE_INTENSITY["ternary"] if encoding == "poisson_ternary" else SLICE_INTENSITY["binary"]
+
+
+def make_slices(items: Sequence[dict], encoding: str = "static", foreground_only: bool = False) -> list[dict]:
+    """2D slices (axis 0) of the volumes, scaled for ``encoding``."""
+    return volume_slices(items, axis=0, value_range=encoding_range(encoding), foreground_only=foreground_only)
+
+
+def make_loss(name: str) -> torch.nn.Module:
+    """``bce`` -> ``BCEWithLogitsLoss``; ``dice`` -> ``DiceLoss(sigmoid)``; ``bce_dice`` -> 0.3 BCE + 0.7 Dice."""
+    from monai.losses import DiceCELoss, DiceLoss
+
+    if name == "bce":
+        return torch.nn.BCEWithLogitsLoss()
+    if name == "dice":
+        return DiceLoss(sigmoid=True)
+    if name == "bce_dice":
+        return DiceCELoss(sigmoid=True, lambda_ce=0.3, lambda_dice=0.7)
+    raise ValueError(f"loss_name must be one of {LOSSES}, got {name!r}.")
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def latest_checkpoint(folder: str | os.PathLike, prefix: str = "latest") -> str:
+    """Newest ``{prefix}*.pt`` in ``folder`` (``""`` when there is none): used to resume a killed stage."""
+    files = [f for f in glob.glob(os.path.join(str(folder), f"{prefix}*.pt")) if os.path.getsize(f) > 0]
+    return max(files, key=os.path.getmtime) if files else ""
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "network") -> torch.nn.Module:
+    """Load a state dict (plain or a CheckpointSaver dict under ``key``) into ``network``; returns it in eval mode."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path} (run the previous stage first).")
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+        state = state[key]
+    network.load_state_dict(state)
+    return network.eval()
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+def calibration_batches(slices: Sequence[dict], num: int = 64) -> list[torch.Tensor]:
+    """``num`` training slices spread evenly over the training set, as one batch."""
+    step = max(1, len(slices) // max(1, num))
+    return [torch.stack([s["image"] for s in slices[::step][:num]])]
+
+
+def snn_settings(
+    neuron: str = "multi_threshold",
+    thresholds: Sequence[float] = (2.0, 1.0, 0.5, 0.25),
+    encoding: str = "static",
+    initial_potential: float = 0.5,
+    normalization: str = "connection",
+    percentile: float = 99.9,
+    num_steps: int = 16,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The conversion settings (stored next to SNN weights so the SNN can be rebuilt without calibration data)."""
+    out = {
+        "neuron": neuron,
+        "thresholds": [float(t) for t in thresholds],
+        "encoding": encoding,
+        "initial_potential": float(initial_potential),
+        "normalization": normalization,
+        "percentile": float(percentile),
+        "num_steps": int(num_steps),
+    }
+    out.update(extra)
+    return out
+
+
+def convert_ann(ann: torch.nn.Module, calibration: Any, settings: dict[str, Any]):
+    """``convert_to_snn`` with the bundle's settings dict."""
+    from monai_snn.conversion import convert_to_snn
+
+    return convert_to_snn(
+        ann.eval(),
+        calibration,
+        normalization=settings["normalization"],
+        percentile=settings["percentile"],
+        neuron=settings["neuron"],
+        thresholds=tuple(settings["thresholds"]),
+        num_steps=int(settings["num_steps"]),
+        encoding=settings["encoding"],
+        initial_potential=settings["initial_potential"],
+    )
+
+
+def build_snn(ann: torch.nn.Module, weights: str | os.PathLike, settings: dict | str | None = None):
+    """Rebuild a saved SNN: convert ``ann`` without normalization, then load the SNN ``weights``.
+
+    ``settings`` is a dict or a json path; by default ``<weights stem>.json`` next to the weights.
+    """
+    if settings is None or isinstance(settings, (str, os.PathLike)):
+        path = Path(settings) if settings else Path(weights).with_suffix(".json")
+        if not path.is_file():
+            raise FileNotFoundError(f"SNN settings file not found: {path}")
+        settings = json.loads(path.read_text())
+    s = dict(settings, normalization="none")
+    snn = convert_ann(ann, None, s)
+    return load_weights(snn, weights)
+
+
+def save_snn(snn: torch.nn.Module, path: str | os.PathLike, settings: dict[str, Any]) -> str:
+    """Save SNN weights to ``path`` and its settings to ``<path stem>.json``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(snn.state_dict(), str(path))
+    write_json(path.with_suffix(".json"), settings)
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def predict(net: torch.nn.Module, slices: Sequence[dict], num_steps: int | None = None, batch: int = 256):
+    """Logits of ``net`` (at ``num_steps`` for an SNN) on all slices; returns ``(logits, labels, subjects, pos)``."""
+    net.eval()
+    if num_steps is not None:
+        net.num_steps = int(num_steps)
+    x = torch.stack([s["image"] for s in slices])
+    y = torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)])
+    return y, torch.stack([s["label"] for s in slices]), [s["subject"] for s in slices], [s["slice"] for s in slices]
+
+
+def evaluate_slices(logits, labels, subjects, positions, threshold: float = 0.5) -> dict[str, float]:
+    """2D / 3D Dice of ``sigmoid(logits) > threshold``."""
+    return dice_2d_3d(torch.sigmoid(logits) > threshold, labels, subjects, positions)
+
+
+def _dice_vs_t_figure(rows: dict[int, float], ann: float, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=80)
+    ts = sorted(rows)
+    ax.plot(ts, [rows[t] for t in ts], "o-", label="SNN")
+    ax.axhline(ann, color="k", ls="--", label="ANN")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("3D Dice")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _panel(x: torch.Tensor, y: torch.Tensor, p: torch.Tensor, n: int = 4) -> torch.Tensor:
+    """Image | label | prediction panel ``[3, n*H, 3*W]`` (for TensorBoard)."""
+    rows = []
+    for i in range(min(n, len(x))):
+        xi = (x[i, 0] - x[i, 0].min()) / (x[i, 0].max() - x[i, 0].min() + 1e-8)
+        rows.append(torch.cat([xi, y[i, 0].float(), p[i, 0].float()], dim=1))
+    img = torch.cat(rows, dim=0)
+    return img[None].repeat(3, 1, 1)
+
+
+def _writer(log_dir: str | os.PathLike):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def run_conversion(
+    ann: torch.nn.Module,
+    ann_checkpoint: str,
+    train_slices: Sequence[dict],
+    test_slices: Sequence[dict],
+    settings: dict[str, Any],
+    output_dir: str | os.PathLike,
+    steps_sweep: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    output_thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+    num_calibration: int = 64,
+    energy_batch: int = 32,
+) -> dict[str, Any]:
+    """Stage 2: load the best ANN, convert it, evaluate ANN and SNN on the test fold, write metrics + TensorBoard.
+
+    Writes ``output_dir/snn_converted.pt`` (+ ``.json`` settings), ``metrics.json`` and a TensorBoard run with
+    scalars (Dice vs T, threshold sweep, energy, firing rates), a text summary, an image panel and a Dice-vs-T plot.
+    """
+    from monai_snn.energy import estimate_energy
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    load_weights(ann, ann_checkpoint)
+    T = int(settings["num_steps"])
+    snn = convert_ann(ann, calibration_batches(train_slices, num_calibration), settings)
+    save_snn(snn, out / "snn_converted.pt", settings)
+
+    y_ann, lab, subj, pos = predict(ann, test_slices)
+    ann_d = evaluate_slices(y_ann, lab, subj, pos)
+    logger.info("ANN: 3D Dice %.4f, 2D Dice %.4f", ann_d["dice_3d_mean"], ann_d["dice_2d_mean"])
+    y_snn, *_ = predict(snn, test_slices, num_steps=T)
+    snn_d = evaluate_slices(y_snn, lab, subj, pos)
+    logger.info("converted SNN (T=%d): 3D Dice %.4f, 2D Dice %.4f", T, snn_d["dice_3d_mean"], snn_d["dice_2d_mean"])
+    sweep_thr = {
+        f"{t:.1f}": {"ann": evaluate_slices(y_ann, lab, subj, pos, t)["dice_3d_mean"],
+                     "snn": evaluate_slices(y_snn, lab, subj, pos, t)["dice_3d_mean"]}
+        for t in output_thresholds
+    }  # fmt: skip
+    dice_vs_t: dict[int, dict[str, float]] = {}
+    for t in sorted(set(int(s) for s in steps_sweep)):
+        y_t = y_snn if t == T else predict(snn, test_slices, num_steps=t)[0]
+        d = evaluate_slices(y_t, lab, subj, pos)
+        dice_vs_t[t] = {"dice_3d_mean": d["dice_3d_mean"], "dice_2d_mean": d["dice_2d_mean"]}
+        logger.info("converted SNN T=%d: 3D Dice %.4f", t, d["dice_3d_mean"])
+    snn.num_steps = T
+    x_e = torch.stack([s["image"] for s in test_slices[:: max(1, len(test_slices) // energy_batch)][:energy_batch]])
+    energy = estimate_energy(snn, x_e)
+    energy_small = {k: v for k, v in energy.items() if isinstance(v, (int, float))}
+    metrics = {
+        "ann": {**ann_d, "num_steps": None},
+        "converted": {**snn_d, "num_steps": T},
+        "threshold_sweep": sweep_thr,
+        "dice_vs_T": {str(k): v for k, v in dice_vs_t.items()},
+        "energy": energy_small,
+        "firing_rates": energy.get("firing_rates", {}),
+        "settings": settings,
+        "ann_checkpoint": str(ann_checkpoint),
+        "num_test_slices": len(test_slices),
+    }
+    write_json(out / "metrics.json", metrics)
+
+    w = _writer(out)
+    try:
+        w.add_scalar("test/ann_dice_3d", ann_d["dice_3d_mean"], 0)
+        w.add_scalar("test/converted_dice_3d", snn_d["dice_3d_mean"], T)
+        for t, d in dice_vs_t.items():
+            w.add_scalar("dice_vs_T/dice_3d", d["dice_3d_mean"], t)
+            w.add_scalar("dice_vs_T/dice_2d", d["dice_2d_mean"], t)
+        for i, (thr, d) in enumerate(sweep_thr.items()):
+            w.add_scalar("threshold_sweep/ann", d["ann"], int(round(float(thr) * 10)))
+            w.add_scalar("threshold_sweep/snn", d["snn"], int(round(float(thr) * 10)))
+        for k, v in energy_small.items():
+            w.add_scalar(f"energy/{k}", v, T)
+        for k, v in metrics["firing_rates"].items():
+            w.add_scalar(f"firing_rate/{k}", v, T)
+        w.add_text("conversion", "```\n" + json.dumps({k: metrics[k] for k in ("ann", "converted", "settings")},
+                                                    indent=1) + "\n```", 0)
+        p = torch.sigmoid(y_snn) > 0.5
+        fg = [i for i, s in enumerate(test_slices) if s["label"].any()][:: 7][:4] or [0]
+        xs = torch.stack([test_slices[i]["image"] for i in fg])
+        w.add_image("test/image_label_snnpred", _panel(xs, lab[fg], p[fg]), 0)
+        fig = _dice_vs_t_figure({t: d["dice_3d_mean"] for t, d in dice_vs_t.items()}, ann_d["dice_3d_mean"],
+                                "converted SNN, test fold")
+        w.add_figure("dice_vs_T/plot", fig, 0)
+    finally:
+        w.close()
+    return metrics
+
+
+def run_evaluation(
+    ann: torch.nn.Module,
+    test_slices: Sequence[dict],
+    ann_weights: str,
+    converted_weights: str,
+    finetuned_weights: str,
+    output_dir: str | os.PathLike,
+    converted_steps: int | None = None,
+    finetuned_steps: int | None = None,
+    extra_finetuned_steps: Sequence[int] = (2,),
+    info: dict[str, Any] | None = None,
+    metrics_file: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Stage 4: ANN, converted SNN and fine-tuned SNN on ``test_slices`` -> ``metrics.json`` + TensorBoard text.
+
+    Missing SNN weights are skipped (their entry is ``null``); ``*_steps=None`` uses the T stored with the weights.
+    """
+    import copy
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {}
+    load_weights(ann, ann_weights)
+    y, lab, subj, pos = predict(ann, test_slices)
+    metrics["ann"] = {**evaluate_slices(y, lab, subj, pos), "num_steps": None, "weights": str(ann_weights)}
+    for name, weights, steps in (("converted", converted_weights, converted_steps),
+                                 ("finetuned", finetuned_weights, finetuned_steps)):  # fmt: skip
+        if not weights or not os.path.isfile(weights):
+            logger.warning("%s SNN weights not found (%s): skipped.", name, weights)
+            metrics[name] = None
+            continue
+        snn = build_snn(copy.deepcopy(ann), weights)
+        settings = json.loads(Path(weights).with_suffix(".json").read_text())
+        T = int(steps if steps is not None else settings.get("eval_steps", settings["num_steps"]))
+        y, *_ = predict(snn, test_slices, num_steps=T)
+        metrics[name] = {**evaluate_slices(y, lab, subj, pos), "num_steps": T, "weights": str(weights)}
+        if name == "finetuned":
+            metrics[name]["dice_3d_at_T"] = {}
+            for t in sorted(set(int(s) for s in extra_finetuned_steps) | {T}):
+                yt = y if t == T else predict(snn, test_slices, num_steps=t)[0]
+                metrics[name]["dice_3d_at_T"][str(t)] = evaluate_slices(yt, lab, subj, pos)["dice_3d_mean"]
+    metrics["num_test_slices"] = len(test_slices)
+    metrics["info"] = {**(info or {}), **machine_info()}
+    target = Path(metrics_file) if metrics_file else out / "metrics.json"
+    write_json(target, metrics)
+    if target.parent != out:
+        write_json(out / "metrics.json", metrics)
+    for k in ("ann", "converted", "finetuned"):
+        if metrics[k]:
+            logger.info("%s: 3D Dice %.4f +- %.4f (T=%s)", k, metrics[k]["dice_3d_mean"], metrics[k]["dice_3d_std"],
+                        metrics[k]["num_steps"])
+    w = _writer(out)
+    try:
+        w.add_text("evaluate", "```\n" + json.dumps(metrics, indent=1) + "\n```", 0)
+        for k in ("ann", "converted", "finetuned"):
+            if metrics[k]:
+                w.add_scalar(f"test/{k}_dice_3d", metrics[k]["dice_3d_mean"], 0)
+    finally:
+        w.close()
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------ misc
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU count, torch / monai versions, threads."""
+    import monai
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def write_json(path: str | os.PathLike, data: Any) -> str:
+    """Write ``data`` as indented json (atomically), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+    return str(path)
+
+
+def export_snn(
+    snn: torch.nn.Module,
+    best_checkpoint: str | os.PathLike,
+    path: str | os.PathLike,
+    settings: dict[str, Any],
+    best_metric: float | None = None,
+    best_epoch: int | None = None,
+) -> str:
+    """Save the best fine-tuned weights (from ``best_checkpoint``, else ``snn``'s current ones) as plain weights
+    + settings json, and a ``metrics.json`` with the best validation Dice next to them."""
+    if os.path.isfile(best_checkpoint):
+        load_weights(snn, best_checkpoint)
+    settings = dict(settings, best_val_dice=best_metric, best_epoch=best_epoch)
+    save_snn(snn.cpu(), path, settings)
+    write_json(Path(path).parent / "metrics.json", {"best_val_dice": best_metric, "best_epoch": best_epoch,
+                                                    "settings": settings})  # fmt: skip
+    return str(path)
+
+
+def run_inference(
+    snn: torch.nn.Module,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    num_steps: int | None = None,
+    threshold: float = 0.5,
+    encoding: str = "static",
+    divisor: int = 8,
+) -> list[str]:
+    """NIfTI crops in ``input_dir`` -> binary NIfTI masks in ``output_dir`` with the same geometry.
+
+    MONAI ``LoadImaged`` -> percentile scaling as in training -> ``DivisiblePadd`` (in-plane, to ``divisor``) ->
+    slices along axis 0 through the SNN -> sigmoid > ``threshold`` -> inverse of the padding (``Invertd``) ->
+    ``SaveImage`` (``<name>_seg.nii.gz``, affine and shape of the input).
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import (
+        Compose,
+        DivisiblePadd,
+        EnsureChannelFirstd,
+        Invertd,
+        LoadImaged,
+        SaveImage,
+        ScaleIntensityRangePercentilesd,
+    )
+
+    files = sorted(glob.glob(os.path.join(str(input_dir), "*.nii*")))
+    if not files:
+        raise FileNotFoundError(f"no .nii / .nii.gz file found in {input_dir}.")
+    lo, hi = encoding_range(encoding)
+    pre = Compose(
+        [
+            LoadImaged("image", image_only=False),
+            EnsureChannelFirstd("image", channel_dim="no_channel"),
+            ScaleIntensityRangePercentilesd("image", lower=0.5, upper=99.5, b_min=lo, b_max=hi, clip=True),
+            DivisiblePadd("image", k=(1, divisor, divisor), mode="constant", value=lo),
+        ]
+    )
+    inv = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)
+    saver = SaveImage(
+        output_dir=str(output_dir), output_postfix="seg", output_ext=".nii.gz", resample=False,
+        separate_folder=False, output_dtype=torch.uint8, print_log=False,
+    )  # fmt: skip
+    snn.eval()
+    if num_steps is not None:
+        snn.num_steps = int(num_steps)
+    written = []
+    for f in files:
+        data = pre({"image": f})
+        img = data["image"]  # [1, D, H, W]
+        with torch.no_grad():
+            logits = torch.cat([snn(img.as_tensor()[0, i : i + 64, None]) for i in range(0, img.shape[1], 64)])
+        mask = (torch.sigmoid(logits[:, 0]) > threshold).float()[None]  # [1, D, H, W]
+        data["pred"] = MetaTensor(mask, meta=img.meta, applied_operations=img.applied_operations)
+        out = inv(data)["pred"]
+        saver(out)
+        written.append(os.path.join(str(output_dir), Path(f).name.split(".nii")[0] + "_seg.nii.gz"))
+        logger.info("%s -> %s", f, written[-1])
+    return written
