@@ -1,0 +1,215 @@
+"""Smoke tests of the ``bundles/hippocampus_snn`` MONAI bundle on real MSD Task04 volumes, through the real CLI.
+
+Tiny settings (8 real volumes in 2 folds, channels (4, 8, 16, 32), 1-2 epochs, T <= 2) keep the whole module at
+a few minutes on 2 CPU cores. Without the data the tests skip, under CI they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import HIPPO, REPO, require_data
+
+BUNDLE = REPO / "bundles" / "hippocampus_snn"
+CFG = BUNDLE / "configs"
+MODELS = BUNDLE / "models"
+TINY = {
+    "channels": "[4,8,16,32]",
+    "num_folds": 2,
+    "max_epochs": 1,
+    "convert_steps": 2,
+    "finetune_steps": 2,
+    "steps_sweep": "[1,2]",
+    "num_calibration": 16,
+}
+NAMES = [f"hippocampus_{i:03d}.nii.gz" for i in (1, 4, 6, 7, 8, 11, 14, 15)]
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _bundle(configs: list[str], *args: str, check: bool = True, timeout: int = 300, **overrides):
+    files = repr([str(CFG / f"{c}.json") for c in configs])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--meta_file",
+           str(CFG / "metadata.json"), "--logging_file", str(CFG / "logging.conf"), "--bundle_root", str(BUNDLE),
+           *args]  # fmt: skip
+    for k, v in overrides.items():
+        cmd += [f"--{k}", str(v)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=str(REPO))
+    if check and proc.returncode != 0:
+        pytest.fail(f"bundle run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_msd(tmp_path_factory) -> Path:
+    """An MSD-layout folder with 8 real volumes (symlinks)."""
+    require_data(HIPPO)
+    root = tmp_path_factory.mktemp("msd") / "Task04_Hippocampus"
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True)
+        for n in NAMES:
+            os.symlink(HIPPO / sub / n, root / sub / n)
+    return root
+
+
+def test_verify_metadata_offline():
+    schema = CFG / "schema" / "meta_schema.json"
+    assert schema.is_file()
+    meta = json.loads((CFG / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"] and meta["monai_version"] == "1.6.1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CFG / "metadata.json"),
+         "--filepath", str(schema)], capture_output=True, text=True, env=_env(), cwd=str(BUNDLE), timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+
+
+def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
+    out = tmp_path / "cv"
+    # 1. start train_ann (2 epochs) and kill it after the first epoch's checkpoint
+    files = repr([str(CFG / "common.json"), str(CFG / "train_ann.json")])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--logging_file",
+           str(CFG / "logging.conf"), "--bundle_root", str(BUNDLE), "--output_dir", str(out), "--fold", "0",
+           "--data_dir", str(tiny_msd)]  # fmt: skip
+    for k, v in dict(TINY, max_epochs=50).items():
+        cmd += [f"--{k}", str(v)]
+    ckpt_dir = out / "fold0" / "train_ann" / "ckpt"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=str(REPO))
+    t0 = time.time()
+    try:
+        while not list(ckpt_dir.glob("latest*epoch=*.pt")):
+            assert proc.poll() is None, "train_ann ended before its first checkpoint"
+            assert time.time() - t0 < 180, "no checkpoint after 180 s"
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait()
+    (killed_at,) = [int(p.stem.split("=")[-1]) for p in ckpt_dir.glob("latest*epoch=*.pt")]
+    assert killed_at < 50
+
+    # 2. cross-validation: resumes train_ann, then runs the other stages
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    overrides = dict(TINY, max_epochs=killed_at + 1, data_dir=str(tiny_msd))
+    status = run_cross_validation(BUNDLE, out, folds=[0], overrides=overrides, quiet=True)
+    assert status == {f"fold0/{s}": "done" for s in ("train_ann", "convert", "finetune", "evaluate")}
+    log = (out / "fold0" / "train_ann" / "stage.log").read_text()
+    assert "Restored all variables from" in log and f"epoch={killed_at}" in log  # resumed from the killed run
+    assert f"Epoch[{killed_at + 1}] Complete" in log and f"Epoch[{killed_at}] Complete" not in log
+    assert list(ckpt_dir.glob(f"latest*epoch={killed_at + 1}.pt")) and (ckpt_dir / "best_model.pt").is_file()
+    for stage in ("train_ann", "convert", "finetune", "evaluate"):
+        assert (out / "fold0" / stage / "done.json").is_file()
+        assert list((out / "fold0" / stage).glob("events.out.tfevents.*")), stage
+    conv = json.loads((out / "fold0" / "convert" / "metrics.json").read_text())
+    assert set(conv["dice_vs_T"]) == {"1", "2"} and len(conv["threshold_sweep"]) == 6
+    assert conv["energy"]["energy_ratio"] > 0 and conv["firing_rates"]
+    assert (out / "fold0" / "finetune" / "snn_finetuned.pt").is_file()
+    ev = json.loads((out / "fold0" / "evaluate" / "metrics.json").read_text())
+    assert ev["ann"]["num_steps"] is None and ev["converted"]["num_steps"] == 2 and ev["finetuned"]["num_steps"] == 2
+    for k in ("ann", "converted", "finetuned"):
+        assert 0.0 <= ev[k]["dice_3d_mean"] <= 1.0 and "dice_3d_std" in ev[k] and "dice_2d_mean" in ev[k]
+
+    # 3. finished stages are skipped
+    status = run_cross_validation(BUNDLE, out, folds=[0], overrides=overrides, quiet=True)
+    assert set(status.values()) == {"skipped"}
+
+    # 4. summary
+    from monai_snn.apps.summary import summarize
+
+    rows = summarize([out], out / "summary")
+    assert {r["network"] for r in rows} >= {"ann", "converted", "finetuned"}
+    assert (out / "summary" / "summary.md").read_text().count("|") > 10 and (out / "summary" / "summary.csv").is_file()
+
+
+def test_ddp_two_processes_gloo(tiny_msd, tmp_path):
+    files = repr([str(CFG / f"{c}.json") for c in ("common", "train_ann", "multi_gpu_train")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
+           "monai.bundle", "run", "--config_file", files, "--logging_file", str(CFG / "logging.conf"),
+           "--bundle_root", str(BUNDLE), "--output_dir", str(tmp_path), "--data_dir", str(tiny_msd)]  # fmt: skip
+    for k, v in TINY.items():
+        cmd += [f"--{k}", str(v)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300, cwd=str(REPO))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ckpt = tmp_path / "fold0" / "train_ann" / "ckpt"
+    assert (ckpt / "best_model.pt").is_file() and list(ckpt.glob("latest*.pt"))
+    assert len(list((tmp_path / "fold0" / "train_ann").glob("events.out.tfevents.*"))) >= 1
+
+
+def _require_models():
+    for f in ("ann_fold0.pt", "snn_converted_fold0.pt", "snn_finetuned_fold0.pt", "snn_finetuned_fold0.json"):
+        assert (MODELS / f).is_file(), f"shipped model missing: {MODELS / f}"
+
+
+def test_evaluate_shipped_models_on_msd_folder(tiny_msd, tmp_path):
+    _require_models()
+    _bundle(["common", "evaluate"], data_dir=tiny_msd, output_dir=tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["info"]["models_from"] == "shipped" and m["info"]["num_volumes"] == len(NAMES)
+    assert m["ann"]["num_steps"] is None and isinstance(m["converted"]["num_steps"], int)
+    for k in ("ann", "converted", "finetuned"):
+        for key in ("dice_3d_mean", "dice_3d_std", "dice_2d_mean", "num_steps"):
+            assert key in m[k]
+        assert m[k]["dice_3d_mean"] > 0.5  # real trained weights on real volumes
+
+
+def test_inference_writes_masks_with_input_geometry(tmp_path):
+    require_data(HIPPO)
+    _require_models()
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in NAMES[:2]:
+        os.symlink(HIPPO / "imagesTr" / n, src / n)
+    _bundle(["common", "inference"], input_dir=src, output_dir=tmp_path / "out")
+    for n in NAMES[:2]:
+        a = nib.load(src / n)
+        b = nib.load(tmp_path / "out" / n.replace(".nii.gz", "_seg.nii.gz"))
+        assert a.shape == b.shape and np.allclose(a.affine, b.affine)
+        lab = np.asarray(nib.load(HIPPO / "labelsTr" / n).dataobj) > 0
+        pred = np.asarray(b.dataobj) > 0
+        assert 2 * (lab & pred).sum() / (lab.sum() + pred.sum()) > 0.5
+
+
+def test_verify_net_in_out_spiking_network():
+    _require_models()
+    files = repr([str(CFG / "common.json"), str(CFG / "inference.json")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network", "--meta_file",
+         str(CFG / "metadata.json"), "--config_file", files, "--bundle_root", str(BUNDLE), "--device", "cpu"],
+        capture_output=True, text=True, env=_env(), cwd=str(REPO), timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+def test_missing_file_in_datalist_fails_before_training(tiny_msd, tmp_path):
+    prep = tmp_path / "prep"
+    shutil.copytree(tiny_msd, tmp_path / "msd", symlinks=True)
+    from monai_snn.apps.bundle_utils import prepare_data
+
+    datalist = Path(prepare_data(tmp_path / "msd", prep, num_folds=2))
+    d = json.loads(datalist.read_text())
+    missing = "imagesTr/does_not_exist.nii.gz"
+    d["training"][0]["image"] = missing
+    bad = tmp_path / "bad_datalist.json"
+    bad.write_text(json.dumps(d))
+    shutil.copytree(prep / "imagesTr", tmp_path / "imagesTr")
+    shutil.copytree(prep / "labelsTr", tmp_path / "labelsTr")
+    proc = _bundle(["common", "train_ann"], check=False, datalist=bad, output_dir=tmp_path / "out", **TINY)
+    assert proc.returncode != 0
+    assert "does_not_exist.nii.gz" in proc.stdout + proc.stderr
+    assert not list((tmp_path / "out").rglob("*.pt")) and not list((tmp_path / "out").rglob("events.out.*"))
