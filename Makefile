@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q "torch==2.13.0" -e ".[test]"
 	touch $(STAMP)
 
+# main job: the hippocampus bundle, five-fold cross-validation (resumable: finished folds/stages are skipped)
 run: $(STAMP)
+	$(PY) -m monai_snn.apps.cross_validation --bundle_root bundles/hippocampus_snn --output_dir runs/hippo --folds 0 1 2 3 4
+	$(PY) -m monai_snn.apps.summary --runs runs/hippo --output_dir runs/hippo/summary
+
+# quick look (about 5 min): train a small ANN, convert it, print ANN vs SNN variants
+demo: $(STAMP)
 	$(PY) -m monai_snn.demo
 
 test: $(STAMP)
@@ -21,6 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/simulation.py
+	$(PY) benchmarks/finetune.py
 
 clean:
 	rm -rf $(VENV)

@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+# One intra-op thread: on a 2-core machine shared with another process, 2 OpenMP threads measured 10-100x slower
+# (busy-waiting threads); alone, 1 thread costs about 1.5x. Tests need predictable time more than peak speed.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MONAI_SNN_DATA", REPO.parent / "shared" / "data"))
 HIPPO = DATA / "Task04_Hippocampus"

@@ -376,7 +376,8 @@ class SpikingTrainer(SupervisedTrainer):
         grads = [p.grad for group in engine.optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             return
-        bad = [n for n, p in engine.network.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        params = engine.network.named_parameters()
+        bad = [n for n, p in params if p.grad is not None and not torch.isfinite(p.grad).all()]
         raise NonFiniteLossError(
             f"{type(self).__name__}: non-finite gradient of {bad[:5]}{' ...' if len(bad) > 5 else ''} at "
             f"{_where(engine)}, method={self.method!r}, T={self.num_steps}. Training stopped before the optimizer "

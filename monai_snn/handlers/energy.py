@@ -59,13 +59,17 @@ class EnergyHandler:
     :func:`~monai_snn.energy.estimate_energy` on ``inputs_transform(engine.state.batch)`` instead (also done when
     the network has no recorded pass).
 
-    Values are per sample: ``energy_snn_j`` (accumulates x 0.9 pJ + analog first-layer MACs x 4.6 pJ),
-    ``energy_ann_j`` (MACs x 4.6 pJ), ``energy_ratio`` (SNN / ANN) and ``energy_sops`` (synaptic operations).
-    They go to ``engine.state.metrics`` under ``metric_prefix`` (so ``StatsHandler``, ``TensorBoardStatsHandler``
-    and ``MetricsSaver`` report them with the evaluation metrics), to TensorBoard as ``energy/snn_j``,
-    ``energy/ann_j``, ``energy/ratio`` and ``energy/sops`` (global step ``engine.state.epoch``), and with
-    ``save_dir`` to ``save_dir/energy.json`` (one record per epoch, with per-layer SOPs). The last record is
-    :attr:`last`; all of them are :attr:`history`.
+    Values are per sample: the SNN's energy (accumulates x 0.9 pJ + analog first-layer MACs x 4.6 pJ), the ANN's
+    (MACs x 4.6 pJ), their ratio (SNN / ANN) and the synaptic operations. They go
+
+    * to ``engine.state.metrics`` as ``energy_snn_uj`` and ``energy_ann_uj`` (microjoules, readable in
+      ``StatsHandler``'s 4-decimal output), ``energy_ratio`` and ``energy_sops`` (with ``metric_prefix="energy_"``),
+      so ``StatsHandler``, ``TensorBoardStatsHandler`` and ``MetricsSaver`` report them with the evaluation metrics;
+    * to TensorBoard as ``energy/snn_j``, ``energy/ann_j`` (joules), ``energy/ratio`` and ``energy/sops`` (global
+      step ``engine.state.epoch``);
+    * with ``save_dir``, to ``save_dir/energy.json`` (one record per epoch, joules, with per-layer SOPs).
+
+    The last record is :attr:`last`; all of them are :attr:`history`.
 
     Args:
         network: the :class:`~monai_snn.networks.SpikingSimulator` the engine runs.
@@ -91,7 +95,7 @@ class EnergyHandler:
             val_handlers=[EnergyHandler(snn, log_dir="runs"), MetricsSaver("out", metrics="*")],
         )
         evaluator.run()
-        evaluator.state.metrics["energy_ratio"]
+        evaluator.state.metrics["energy_ratio"], evaluator.state.metrics["energy_snn_uj"]
     """
 
     def __init__(
@@ -169,8 +173,11 @@ class EnergyHandler:
         self.history.append(record)
         keys = ("snn_j", "ann_j", "ratio", "sops")
         if self.metric_prefix is not None:
-            for k in keys:
-                engine.state.metrics[f"{self.metric_prefix}{k}"] = record[k]
+            metrics = engine.state.metrics
+            metrics[f"{self.metric_prefix}snn_uj"] = record["snn_j"] * 1e6
+            metrics[f"{self.metric_prefix}ann_uj"] = record["ann_j"] * 1e6
+            metrics[f"{self.metric_prefix}ratio"] = record["ratio"]
+            metrics[f"{self.metric_prefix}sops"] = record["sops"]
         if self._writer is not None:
             for k in keys:
                 self._writer.add_scalar(f"{self.tag_prefix}/{k}", record[k], engine.state.epoch)

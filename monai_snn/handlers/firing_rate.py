@@ -1,4 +1,4 @@
-"""``FiringRateHandler``: per-layer firing rates of a spiking network, logged to TensorBoard as scalars and a bar chart."""
+"""``FiringRateHandler``: per-layer firing rates of a spiking network, logged to TensorBoard (scalars, bar chart)."""
 
 from __future__ import annotations
 

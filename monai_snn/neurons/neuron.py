@@ -179,7 +179,7 @@ class SpikingNeuron(nn.Module):
             self.spike_count.add_(q.abs() if self.signed else q)
         else:
             table = _popcount_table(n, q.device, q.dtype)
-            self.spike_count.add_(table[q.abs().long()])
+            self.spike_count.add_(table[q.abs().nan_to_num(0.0).long()])  # NaN input: no crash, NaN output
         self.v = v
         return out
 
