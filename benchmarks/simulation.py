@@ -74,8 +74,8 @@ def build(case: str, T: int, chunk: int):
     return run_naive
 
 
-def measure(case: str, T: int, chunk: int, repeats: int) -> dict:
-    torch.set_num_threads(2)
+def measure(case: str, T: int, chunk: int, repeats: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         fn = build(case, T, chunk)
@@ -92,8 +92,9 @@ def measure(case: str, T: int, chunk: int, repeats: int) -> dict:
     return {"ms": 1000 * statistics.median(times), "peak_mb": (peak - base) / 1024}
 
 
-def run_case(case: str, T: int, chunk: int, repeats: int) -> dict:
+def run_case(case: str, T: int, chunk: int, repeats: int, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--T", str(T), "--chunk", str(chunk), "--repeats", str(repeats)]
+    cmd += ["--threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
@@ -105,19 +106,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, nargs="+", default=[8, 32, 200])
     p.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (1 on a shared machine)")
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--T", type=int, help=argparse.SUPPRESS)
     p.add_argument("--chunk", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
-        print(json.dumps(measure(args.case, args.T, args.chunk, args.repeats)))
+        print(json.dumps(measure(args.case, args.T, args.chunk, args.repeats, args.threads)))
         return
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"threads 2; U-Net 16-128, 2D 56x48, batch 26, IF neurons, static input"
+        f"threads {args.threads}, load average {os.getloadavg()[0]:.1f}; U-Net 16-128, 2D 56x48, batch 26, "
+        "IF neurons, static input"
     )
-    ann = run_case("ann", 1, 1, max(5, args.repeats))
+    ann = run_case("ann", 1, 1, max(5, args.repeats), args.threads)
     print(f"ANN forward: {ann['ms']:.1f} ms (peak +{ann['peak_mb']:.0f} MB)\n")
     print("| T | case | ms | SNN / (T x ANN fwd) | peak RSS delta (MB) |")
     print("|---|---|---|---|---|")
@@ -128,7 +131,7 @@ def main() -> None:
             cases.append(("snn", T))  # all T steps folded into the batch
         cases += [("naive", 1), ("spikingjelly", 1)]
         for case, chunk in dict.fromkeys(cases):
-            r = run_case(case, T, chunk, reps)
+            r = run_case(case, T, chunk, reps, args.threads)
             label = f"monai_snn chunk={chunk}" + (" (all T folded)" if chunk == T and T > 1 else "") if case == "snn" else case
             if "error" in r:
                 print(f"| {T} | {label} | {r['error']} | | |")
