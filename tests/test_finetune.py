@@ -34,15 +34,6 @@ from monai_snn.networks import ConvertibleUNet
 BCE_DICE = dict(sigmoid=True, lambda_ce=0.3, lambda_dice=0.7)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tests run many small ops, which two OpenMP threads slow down badly whenever the
-    two cores are shared with another process."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def converted(trained_ann, hippo_slices):

@@ -33,14 +33,6 @@ from monai_snn.handlers import EnergyHandler, FiringRateHandler
 BCE_DICE = dict(sigmoid=True, lambda_ce=0.3, lambda_dice=0.7)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread (many small ops; two OpenMP threads degrade badly on shared cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def snn_base(trained_ann, hippo_slices):
