@@ -138,16 +138,16 @@ class SpikingNeuron(nn.Module):
     def flow(self, x: torch.Tensor) -> torch.Tensor:
         """Rate-form pass of spiking-flow fine-tuning (after a simulation with ``record_flow=True``).
 
-        The value is the neuron's accumulated output flow averaged over the simulated steps (detached); the
-        gradient is the straight-through, ReLU-like ``1[x > 0]`` at ``x``, the time-averaged input current.
+        The value is the neuron's accumulated output flow averaged over the simulated steps; the gradient is the
+        straight-through, ReLU-like ``1[x > 0]`` at ``x``, the time-averaged input current (``x != 0`` for signed
+        neurons). The recorded flow is consumed (divided in place and released) and only a boolean mask is kept
+        for the backward pass, so the memory of the pass is close to an ANN training step.
         """
         if self.acc_output is None or self.num_steps == 0:
             raise RuntimeError(f"{type(self).__name__}: no recorded flow; simulate with record_flow=True first.")
-        rate = self.acc_output / self.num_steps
-        mask = (x.detach() > 0).to(x.dtype)
-        if self.signed:
-            mask = (x.detach() != 0).to(x.dtype)
-        return rate + mask * x - (mask * x).detach()
+        rate = self.acc_output.div_(self.num_steps)
+        self.acc_output = None
+        return _StraightThroughFlow.apply(x, rate, self.signed)
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``k`` time steps at once: ``[k, B, ...] -> [k, B, ...]`` (a stride-0 expanded input is fine)."""
@@ -217,6 +217,20 @@ class SpikingNeuron(nn.Module):
         if self.signed:
             s += ", signed=True"
         return s
+
+
+class _StraightThroughFlow(torch.autograd.Function):
+    """Value: the measured rate; gradient: ``grad * 1[x > 0]`` (``1[x != 0]`` when signed)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rate: torch.Tensor, signed: bool) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x != 0 if signed else x > 0)
+        return rate.detach()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None, None
 
 
 def _popcount(q: torch.Tensor, n: int) -> torch.Tensor:
