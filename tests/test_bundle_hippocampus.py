@@ -165,6 +165,14 @@ def test_evaluate_shipped_models_on_msd_folder(tiny_msd, tmp_path):
         for key in ("dice_3d_mean", "dice_3d_std", "dice_2d_mean", "num_steps"):
             assert key in m[k]
         assert m[k]["dice_3d_mean"] > 0.5  # real trained weights on real volumes
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    # one panel per review: input | label | ANN | converted | fine-tuned
+    panel = acc.Images("test/input_label_ann_converted_finetuned")[0]
+    assert panel.width % 5 == 0 and panel.width > 0
 
 
 def test_inference_writes_masks_with_input_geometry(tmp_path):

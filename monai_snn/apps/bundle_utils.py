@@ -261,12 +261,12 @@ def _dice_vs_t_figure(rows: dict[int, float], ann: float, title: str):
     return fig
 
 
-def _panel(x: torch.Tensor, y: torch.Tensor, p: torch.Tensor, n: int = 4) -> torch.Tensor:
-    """Image | label | prediction panel ``[3, n*H, 3*W]`` (for TensorBoard)."""
+def _panel(x: torch.Tensor, y: torch.Tensor, *preds: torch.Tensor, n: int = 4) -> torch.Tensor:
+    """Image | label | prediction(s) panel ``[3, n*H, (2 + len(preds))*W]`` (for TensorBoard)."""
     rows = []
     for i in range(min(n, len(x))):
         xi = (x[i, 0] - x[i, 0].min()) / (x[i, 0].max() - x[i, 0].min() + 1e-8)
-        rows.append(torch.cat([xi, y[i, 0].float(), p[i, 0].float()], dim=1))
+        rows.append(torch.cat([xi, y[i, 0].float(), *(p[i, 0].float() for p in preds)], dim=1))
     img = torch.cat(rows, dim=0)
     return img[None].repeat(3, 1, 1)
 
@@ -389,6 +389,7 @@ def run_evaluation(
     metrics: dict[str, Any] = {}
     load_weights(ann, ann_weights)
     y, lab, subj, pos = predict(ann, test_slices)
+    masks = {"ann": y > 0}  # sigmoid > 0.5, for the image panel
     metrics["ann"] = {**evaluate_slices(y, lab, subj, pos), "num_steps": None, "weights": str(ann_weights)}
     for name, weights, steps in (("converted", converted_weights, converted_steps),
                                  ("finetuned", finetuned_weights, finetuned_steps)):  # fmt: skip
@@ -400,6 +401,7 @@ def run_evaluation(
         settings = json.loads(Path(weights).with_suffix(".json").read_text())
         T = int(steps if steps is not None else settings.get("eval_steps", settings["num_steps"]))
         y, *_ = predict(snn, test_slices, num_steps=T)
+        masks[name] = y > 0
         metrics[name] = {**evaluate_slices(y, lab, subj, pos), "num_steps": T, "weights": str(weights)}
         if name == "finetuned":
             metrics[name]["dice_3d_at_T"] = {}
@@ -422,6 +424,11 @@ def run_evaluation(
         for k in ("ann", "converted", "finetuned"):
             if metrics[k]:
                 w.add_scalar(f"test/{k}_dice_3d", metrics[k]["dice_3d_mean"], 0)
+        fg = (lab.flatten(1).sum(1) > 0).nonzero().flatten()[:: max(1, int((lab.flatten(1).sum(1) > 0).sum()) // 4)][:4]
+        if len(fg):
+            xs = torch.stack([test_slices[int(i)]["image"] for i in fg])
+            names = [k for k in ("ann", "converted", "finetuned") if k in masks]
+            w.add_image("test/input_label_" + "_".join(names), _panel(xs, lab[fg], *(masks[k][fg] for k in names)), 0)
     finally:
         w.close()
     return metrics
