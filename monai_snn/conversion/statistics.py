@@ -69,7 +69,6 @@ class ActivationStatistics:
         self.nodes = list(nodes)
         self.max_values_per_batch = int(max_values_per_batch)
         self.values: dict[str, list[torch.Tensor]] = {n: [] for n in self.nodes}
-        self.channels: dict[str, int] = {}
         self.num_batches = 0
         self._gen = torch.Generator().manual_seed(seed)
 
@@ -81,8 +80,6 @@ class ActivationStatistics:
         class _Recorder(torch.fx.Interpreter):
             def run_node(self, n):
                 out = super().run_node(n)
-                if isinstance(out, torch.Tensor) and out.ndim >= 2:
-                    stats.channels[n.name] = int(out.shape[1])
                 if n.name in wanted:
                     stats._add(n.name, out)
                 return out
