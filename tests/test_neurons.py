@@ -62,12 +62,16 @@ def test_initial_potential_turns_floor_into_rounding():
 
 
 def test_signed_firing_and_spike_counts():
-    x = torch.tensor([-0.6, 0.0, 0.6])
+    x = torch.tensor([[-0.6, 0.0, 0.6]])
     n = IFNeuron(signed=True)
     out = run(n, x, 10)
-    assert out[:, 0].min() == -1 and out[:, 2].max() == 1 and out[:, 1].abs().sum() == 0
-    assert n.spike_count.tolist() == [6.0, 0.0, 6.0]
+    assert out[..., 0].min() == -1 and out[..., 2].max() == 1 and out[..., 1].abs().sum() == 0
+    assert n.spike_count.tolist() == [[6.0, 0.0, 6.0]]
     assert n.firing_rate() == pytest.approx(12 / 30)
+    # counts are summed over the batch (first) dimension; the rate is per neuron of every sample
+    run(n, torch.cat([x, x, -x]), 10)
+    assert n.spike_count.tolist() == [[18.0, 0.0, 18.0]]
+    assert n.firing_rate() == pytest.approx(36 / 90)
 
 
 def test_lif_leaks():
@@ -121,3 +125,33 @@ def test_make_neuron():
     assert make_neuron("multi_threshold", thresholds=(4, 2, 1)).levels == (4.0, 2.0, 1.0)
     with pytest.raises(ValueError, match="neuron must be one of"):
         make_neuron("izhikevich")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: IFNeuron(initial_potential=0.5),
+        lambda: MultiThresholdNeuron(initial_potential=0.5, v_threshold=0.7),
+        lambda: MultiThresholdNeuron(signed=True),
+        lambda: LIFNeuron(leak=0.8),
+    ],
+)
+def test_flow_value_is_the_mean_output(make):
+    """The rate pass returns the time-averaged output (from the final membrane without leak, from the recorded
+    flow with leak) and passes gradients where the mean input current is positive (non-zero when signed)."""
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.randn(13, 4, 3, 5, generator=gen)
+    n = make()
+    n.record_flow = True
+    with torch.no_grad():
+        mean_out = torch.stack([n(x) for x in xs]).mean(0)
+    assert (n.acc_output is not None) == (not n._flow_from_membrane())
+    x_bar = xs.mean(0).requires_grad_()
+    rate = n.flow(x_bar)
+    torch.testing.assert_close(rate, mean_out, rtol=0, atol=1e-5)
+    assert n.v is None and n.acc_output is None  # state consumed
+    rate.sum().backward()
+    expected = (x_bar != 0) if n.signed else (x_bar > 0)
+    assert torch.equal(x_bar.grad, expected.float())
+    with pytest.raises(RuntimeError, match="no recorded flow"):
+        n.flow(x_bar)

@@ -286,7 +286,8 @@ class SpikingSimulator(nn.Module):
         finally:
             for n in neurons:
                 n.record_flow = False
-                n.v = None  # the membrane is not needed by the rate pass
+                if n.acc_output is not None:
+                    n.v = None  # leaky neurons: the recorded flow replaces the membrane in the rate pass
         inp = x if self._encoder.static else self._input_sum / self.num_steps
         env: dict[str, torch.Tensor] = {self._placeholder: inp}
         for op in self._const + self._body + self._tail:

@@ -8,7 +8,9 @@ levels (2, 1, 0.5, 0.25) outputs a multiple of 0.25 in ``[0, 3.75]``. With ``sig
 negative spikes when ``v <= -theta_k`` (ternary networks).
 
 State (membrane potential, spike counts, accumulated flows) lives in plain attributes, never in ``state_dict``;
-:func:`monai_snn.neurons.reset_states` resets a whole network in one call.
+:func:`monai_snn.neurons.reset_states` resets a whole network in one call. Spike counts are summed over time and
+over the batch (the first dimension), shape ``[1, *x.shape[1:]]``: what firing rates and the energy estimate need
+(fan-out depends on the position, not on the sample), at a fraction of the memory of a per-sample count.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ class SpikingNeuron(nn.Module):
         surrogate: surrogate gradient used when gradients flow (``"triangle"``, ``"relative_triangle"``,
             ``"sigmoid"`` or a :class:`~monai_snn.neurons.surrogate.Surrogate`).
         detach_reset: do not backpropagate through the soft reset.
-        record_flow: accumulate the output flow (threshold-weighted spikes summed over time), needed by
-            spiking-flow fine-tuning.
+        record_flow: keep what spiking-flow fine-tuning needs (:meth:`flow`). Without leak nothing extra is
+            stored: the accumulated output is recovered from the final membrane (soft reset conserves charge);
+            with leak the output flow (threshold-weighted spikes summed over time) is accumulated.
 
     Example::
 
@@ -101,12 +104,18 @@ class SpikingNeuron(nn.Module):
         self.spike_count: torch.Tensor | None = None
         self.acc_output: torch.Tensor | None = None
         self.num_steps = 0
+        self._num_neurons = 0
+
+    @property
+    def initial_value(self) -> float:
+        """Membrane potential at the start of a sample (``initial_potential`` x the smallest level)."""
+        return self.initial_potential * min(self.levels)
 
     def firing_rate(self) -> float:
         """Mean number of spikes per neuron and time step since the last reset (all levels counted)."""
-        if self.spike_count is None or self.num_steps == 0:
+        if self.spike_count is None or self.num_steps == 0 or self._num_neurons == 0:
             return 0.0
-        return float(self.spike_count.sum()) / (self.spike_count.numel() * self.num_steps)
+        return float(self.spike_count.sum()) / (self._num_neurons * self.num_steps)
 
     def _geometric(self) -> bool:
         levels = self.levels
@@ -116,8 +125,9 @@ class SpikingNeuron(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One time step: integrate ``x``, fire, soft-reset; returns the threshold-weighted spikes."""
         if self.v is None:
-            self.v = torch.full_like(x, self.initial_potential * min(self.levels))
-            self.spike_count = torch.zeros_like(x, requires_grad=False)
+            self.v = torch.full_like(x, self.initial_value)
+            self.spike_count = torch.zeros_like(x[:1], requires_grad=False)
+            self._num_neurons = x.numel()
         elif self.v.shape != x.shape:
             raise RuntimeError(
                 f"{type(self).__name__}: input shape {tuple(x.shape)} differs from the state shape "
@@ -129,24 +139,50 @@ class SpikingNeuron(nn.Module):
             out = self._step_quantized(x)
         else:
             out = self._step_levels(x)
-        if self.record_flow:
+        if self.record_flow and not self._flow_from_membrane():
             od = out.detach()
             self.acc_output = od.clone() if self.acc_output is None else self.acc_output.add_(od)
         self.num_steps += 1
         return out
+
+    def _flow_from_membrane(self) -> bool:
+        """Whether :meth:`flow` can recover the output flow from the final membrane (no leak, halving levels)."""
+        return self.leak == 1.0 and self._geometric()
+
+    def _count(self, spikes: torch.Tensor) -> None:
+        """Add this step's spikes (non-negative counts per element), summed over the batch, to ``spike_count``."""
+        self.spike_count.add_(spikes.sum(0, keepdim=True) if spikes.ndim > 1 else spikes.sum().reshape(1))
 
     def flow(self, x: torch.Tensor) -> torch.Tensor:
         """Rate-form pass of spiking-flow fine-tuning (after a simulation with ``record_flow=True``).
 
         The value is the neuron's accumulated output flow averaged over the simulated steps; the gradient is the
         straight-through, ReLU-like ``1[x > 0]`` at ``x``, the time-averaged input current (``x != 0`` for signed
-        neurons). The recorded flow is consumed (divided in place and released) and only a boolean mask is kept
-        for the backward pass, so the memory of the pass is close to an ANN training step.
+        neurons). Without leak and with halving levels the flow follows from charge conservation,
+        ``sum_t out_t = T * x + v_0 - v_T``, rounded to the grid of the smallest level (every output is a multiple
+        of it, and rounding stops float errors from growing through the layers): the final membrane is turned
+        into the rate in place and nothing else is stored during the simulation. Otherwise (leak, other levels)
+        the recorded flow is used. Either way the state is consumed and only a boolean mask is kept for the
+        backward pass, so the memory of the pass is close to an ANN training step.
+
+        Args:
+            x: the time-averaged input current of this layer (computed by the rate-form pass of the network).
         """
-        if self.acc_output is None or self.num_steps == 0:
+        T = self.num_steps
+        if T == 0 or (self.acc_output is None and (not self._flow_from_membrane() or self.v is None)):
             raise RuntimeError(f"{type(self).__name__}: no recorded flow; simulate with record_flow=True first.")
-        rate = self.acc_output.div_(self.num_steps)
-        self.acc_output = None
+        if self.acc_output is not None:
+            rate = self.acc_output.div_(T)
+        else:
+            if self.v.shape != x.shape:
+                raise RuntimeError(
+                    f"{type(self).__name__}: rate-pass input shape {tuple(x.shape)} differs from the simulated "
+                    f"shape {tuple(self.v.shape)}."
+                )
+            lo = self.levels[-1]
+            total = self.v.neg_().add_(self.initial_value).add_(x.detach(), alpha=T)  # sum of outputs
+            rate = total.div_(lo).round_().mul_(lo).div_(T)
+        self.acc_output = self.v = None
         return _StraightThroughFlow.apply(x, rate, self.signed)
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -178,7 +214,7 @@ class SpikingNeuron(nn.Module):
         out = q if lo == 1.0 else q * lo
         v.sub_(out)
         mag = q.abs() if self.signed else q
-        self.spike_count.add_(mag if n == 1 else _popcount(mag, n))
+        self._count(mag if n == 1 else _popcount(mag, n))
         self.v = v
         return out
 
@@ -192,7 +228,7 @@ class SpikingNeuron(nn.Module):
                 s = s - (v <= -theta).to(v.dtype)
             v.sub_(s * theta)
             out.add_(s * theta)
-            self.spike_count.add_(s.abs())
+            self._count(s.abs())
         self.v = v
         return out
 
@@ -206,7 +242,7 @@ class SpikingNeuron(nn.Module):
                 s = s - self.surrogate.spike(-v, theta)
             v = v - theta * (s.detach() if self.detach_reset else s)
             out = out + theta * s
-            self.spike_count.add_(s.detach().abs())
+            self._count(s.detach().abs())
         self.v = v
         return out
 
