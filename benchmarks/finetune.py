@@ -10,7 +10,9 @@ Prints a markdown table for the 2D hippocampus U-Net (``ConvertibleUNet(2, 1, 1,
 The forward calls are the ones :class:`monai_snn.engines.SpikingTrainer` makes (through
 :class:`monai_snn.engines.SpikingForwardInferer`). Each case runs in a fresh process with 2 threads; times are
 medians over a few iterations after one warm-up iteration; memory is the peak RSS (``ru_maxrss``) minus the RSS
-just before the first iteration. Cases whose memory, extrapolated linearly in ``T`` from the smaller ``T`` already
+just before the first iteration. The cases run with ``MALLOC_MMAP_THRESHOLD_=65536`` (unless set), so glibc maps
+every tensor of 64 kB or more on its own and returns it when freed: without it, memory freed by the conversion
+before the measurement is reused from the heap and the RSS delta undercounts by a varying amount. Cases whose memory, extrapolated linearly in ``T`` from the smaller ``T`` already
 measured (plus a probe at half the smallest ``T``), exceeds ``--max-gb`` are skipped: BPTT at ``T=50`` alone needs
 about 20 GB. The last column compares flow with its ideal cost, ``T`` ANN
 forward passes (the simulation) plus one ANN training step (the rate-form pass); BPTT's ratio is in parentheses.
@@ -110,7 +112,8 @@ def measure(case: str, T: int, repeats: int) -> dict:
 
 def run_case(case: str, T: int, repeats: int) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--T", str(T), "--repeats", str(repeats)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536", **os.environ, "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines()
         return {"error": lines[-1] if lines else f"failed (exit code {out.returncode})"}
@@ -164,9 +167,12 @@ def main() -> None:
     if "error" in ann:
         raise SystemExit(f"ANN case failed: {ann['error']}")
     print(f"ANN forward (no grad): {ann['fwd_ms']:.1f} ms; ANN training step: {ann['ms']:.1f} ms\n")
-    print("| T | method | ms / iteration | peak RSS delta (MB) | flow time / (T x ANN fwd + ANN fwd+bwd) |")
-    print("|---|---|---|---|---|")
-    print(f"| - | ANN fwd+bwd+step | {ann['ms']:.0f} | {ann['peak_mb']:.0f} | - |")
+    print(
+        "| T | method | ms / iteration | peak RSS delta (MB) | memory / ANN training "
+        "| flow time / (T x ANN fwd + ANN fwd+bwd) |"
+    )
+    print("|---|---|---|---|---|---|")
+    print(f"| - | ANN fwd+bwd+step | {ann['ms']:.0f} | {ann['peak_mb']:.0f} | 1.00 | - |")
     sys.stdout.flush()
     memory: dict[str, dict[int, float]] = {"flow": {}, "bptt": {}}
     for T in sorted(steps):
@@ -181,16 +187,17 @@ def main() -> None:
                     memory[method][probe_t] = probe["peak_mb"]
             predicted = _predict_mb(memory[method], T)
             if predicted is not None and predicted > args.max_gb * 1024:
-                print(f"| {T} | {method} | skipped (predicted {predicted / 1024:.1f} GB) | | |")
+                print(f"| {T} | {method} | skipped (predicted {predicted / 1024:.1f} GB) | | | |")
                 continue
             r = run_case(method, T, _repeats(T, args.quick))
             if "error" in r:
-                print(f"| {T} | {method} | {r['error']} | | |")
+                print(f"| {T} | {method} | {r['error']} | | | |")
                 continue
             memory[method][T] = r["peak_mb"]
             ratio = r["ms"] / ideal
             col = f"{ratio:.2f}" if method == "flow" else f"({ratio:.2f})"
-            print(f"| {T} | {method} | {r['ms']:.0f} | {r['peak_mb']:.0f} | {col} |")
+            mem = r["peak_mb"] / ann["peak_mb"]
+            print(f"| {T} | {method} | {r['ms']:.0f} | {r['peak_mb']:.0f} | {mem:.2f} | {col} |")
             sys.stdout.flush()
 
 

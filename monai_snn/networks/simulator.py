@@ -165,6 +165,18 @@ class SpikingSimulator(nn.Module):
         for name, i in last_use.items():
             if name in body_names and name not in boundary:
                 body[i].free.append(name)
+        # the rate-form pass of forward_flow runs every node once, in order; free each value after its last use
+        # (the output's values excepted) so that only what autograd saved stays alive
+        flow_ops = const + body + tail
+        flow_last: dict[str, int] = {}
+        for i, op in enumerate(flow_ops):
+            for a in op.node.all_input_nodes:
+                flow_last[a.name] = i
+        keep = {a.name for a in output_node.all_input_nodes}
+        self._flow_free: list[list[str]] = [[] for _ in flow_ops]
+        for name, i in flow_last.items():
+            if name not in keep:
+                self._flow_free[i].append(name)
         self._const, self._body, self._tail = const, body, tail
         self._boundary = boundary
         self._output_node = output_node
@@ -290,11 +302,13 @@ class SpikingSimulator(nn.Module):
                     n.v = None  # leaky neurons: the recorded flow replaces the membrane in the rate pass
         inp = x if self._encoder.static else self._input_sum / self.num_steps
         env: dict[str, torch.Tensor] = {self._placeholder: inp}
-        for op in self._const + self._body + self._tail:
+        for op, free in zip(self._const + self._body + self._tail, self._flow_free):
             if op.is_neuron:
                 env[op.name] = op.fn.flow(env[op.node.args[0].name])
             else:
                 env[op.name] = self._call(op, lambda a: env[a.name])
+            for name in free:
+                env.pop(name, None)
         return torch.fx.node.map_arg(self._output_node.args[0], lambda a: env[a.name])
 
     def extra_repr(self) -> str:
