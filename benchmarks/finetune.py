@@ -5,14 +5,16 @@ Prints a markdown table for the 2D hippocampus U-Net (``ConvertibleUNet(2, 1, 1,
 
 * ``ANN``: one ANN training step (forward + backward + optimizer step);
 * ``flow``: ``SpikingSimulator.forward_flow`` (``T`` steps without a graph, one rate-form pass) + backward + step;
+* ``flow, no count``: the same with spike counting switched off (``SpikingTrainer(count_spikes=False)``);
 * ``bptt``: ``SpikingSimulator.forward`` with gradients (``T`` steps unrolled) + backward + step.
 
 The forward calls are the ones :class:`monai_snn.engines.SpikingTrainer` makes (through
 :class:`monai_snn.engines.SpikingForwardInferer`). Each case runs in a fresh process with 2 threads; times are
-medians over a few iterations after one warm-up iteration; memory is the peak RSS (``ru_maxrss``) minus the RSS
-just before the first iteration. The cases run with ``MALLOC_MMAP_THRESHOLD_=65536`` (unless set), so glibc maps
-every tensor of 64 kB or more on its own and returns it when freed: without it, memory freed by the conversion
-before the measurement is reused from the heap and the RSS delta undercounts by a varying amount. Cases whose memory, extrapolated linearly in ``T`` from the smaller ``T`` already
+medians over a few iterations after one warm-up iteration. Memory is measured in a second process: the peak RSS
+(``ru_maxrss``) minus the RSS just before the first iteration, with ``MALLOC_MMAP_THRESHOLD_=65536`` (unless set),
+so glibc maps every tensor of 64 kB or more on its own and returns it when freed (without it, memory freed by the
+conversion before the measurement is reused from the heap and the RSS delta undercounts by a varying amount; with
+it, every large allocation page-faults, which would distort the times). Cases whose memory, extrapolated linearly in ``T`` from the smaller ``T`` already
 measured (plus a probe at half the smallest ``T``), exceeds ``--max-gb`` are skipped: BPTT at ``T=50`` alone needs
 about 20 GB. The last column compares flow with its ideal cost, ``T`` ANN
 forward passes (the simulation) plus one ANN training step (the rate-form pass); BPTT's ratio is in parentheses.
@@ -55,7 +57,7 @@ def _peak_mb() -> float:
 
 
 def measure(case: str, T: int, repeats: int) -> dict:
-    """One case in this process: ``case`` is ``"ann"``, ``"flow"`` or ``"bptt"``."""
+    """One case in this process: ``case`` is ``"ann"``, ``"flow"``, ``"flow_nocount"`` or ``"bptt"``."""
     torch.set_num_threads(2)
     from monai.losses import DiceCELoss
 
@@ -83,7 +85,7 @@ def measure(case: str, T: int, repeats: int) -> dict:
         ann.train()
     else:
         net = convert_to_snn(ann.eval(), [x[:4]], num_steps=T, initial_potential=0.0)
-        inferer = SpikingForwardInferer(case)
+        inferer = SpikingForwardInferer(case.split("_")[0], count_spikes=case != "flow_nocount")
         net.train()
 
         def forward(inputs):
@@ -105,19 +107,29 @@ def measure(case: str, T: int, repeats: int) -> dict:
         if i:
             times.append(time.perf_counter() - t0)
     result.update({"ms": 1000 * statistics.median(times), "peak_mb": _peak_mb() - base})
-    if case != "ann":
+    if case not in ("ann", "flow_nocount"):
         result["rate"] = sum(net.firing_rates().values()) / len(net.firing_rates())
     return result
 
 
-def run_case(case: str, T: int, repeats: int) -> dict:
+def _subprocess(case: str, T: int, repeats: int, env: dict) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--T", str(T), "--repeats", str(repeats)]
-    env = {"MALLOC_MMAP_THRESHOLD_": "65536", **os.environ, "PYTHONWARNINGS": "ignore"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PYTHONWARNINGS": "ignore"})
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines()
         return {"error": lines[-1] if lines else f"failed (exit code {out.returncode})"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_case(case: str, T: int, repeats: int, memory_only: bool = False) -> dict:
+    """Memory from a process whose allocator returns freed tensors, times from a second, ordinary process."""
+    mem = _subprocess(case, T, 1, {"MALLOC_MMAP_THRESHOLD_": "65536", **os.environ})
+    if "error" in mem or memory_only:
+        return mem
+    result = _subprocess(case, T, repeats, dict(os.environ))
+    if "error" not in result:
+        result["peak_mb"] = mem["peak_mb"]
+    return result
 
 
 def _predict_mb(measured: dict[int, float], T: int) -> float | None:
@@ -174,30 +186,31 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     print(f"| - | ANN fwd+bwd+step | {ann['ms']:.0f} | {ann['peak_mb']:.0f} | 1.00 | - |")
     sys.stdout.flush()
-    memory: dict[str, dict[int, float]] = {"flow": {}, "bptt": {}}
+    memory: dict[str, dict[int, float]] = {"flow": {}, "flow_nocount": {}, "bptt": {}}
+    label = {"flow": "flow", "flow_nocount": "flow, no count", "bptt": "bptt"}
     for T in sorted(steps):
         ideal = T * ann["fwd_ms"] + ann["ms"]
-        for method in ("flow", "bptt"):
+        for method in memory:
             if len(memory[method]) == 1 and T > max(memory[method]):
                 # a second, smaller T for the linear fit (memory only, not printed): extrapolating from a single
                 # point could start a case that needs more memory than the machine has
                 probe_t = max(1, min(memory[method]) // 2)
-                probe = run_case(method, probe_t, 1)
+                probe = run_case(method, probe_t, 1, memory_only=True)
                 if "error" not in probe:
                     memory[method][probe_t] = probe["peak_mb"]
             predicted = _predict_mb(memory[method], T)
             if predicted is not None and predicted > args.max_gb * 1024:
-                print(f"| {T} | {method} | skipped (predicted {predicted / 1024:.1f} GB) | | | |")
+                print(f"| {T} | {label[method]} | skipped (predicted {predicted / 1024:.1f} GB) | | | |")
                 continue
             r = run_case(method, T, _repeats(T, args.quick))
             if "error" in r:
-                print(f"| {T} | {method} | {r['error']} | | | |")
+                print(f"| {T} | {label[method]} | {r['error']} | | | |")
                 continue
             memory[method][T] = r["peak_mb"]
             ratio = r["ms"] / ideal
-            col = f"{ratio:.2f}" if method == "flow" else f"({ratio:.2f})"
+            col = f"({ratio:.2f})" if method == "bptt" else f"{ratio:.2f}"
             mem = r["peak_mb"] / ann["peak_mb"]
-            print(f"| {T} | {method} | {r['ms']:.0f} | {r['peak_mb']:.0f} | {mem:.2f} | {col} |")
+            print(f"| {T} | {label[method]} | {r['ms']:.0f} | {r['peak_mb']:.0f} | {mem:.2f} | {col} |")
             sys.stdout.flush()
 
 

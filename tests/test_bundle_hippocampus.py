@@ -31,6 +31,7 @@ TINY = {
     "finetune_steps": 2,
     "steps_sweep": "[1,2]",
     "num_calibration": 16,
+    "percentile_candidates": "[99.9,95]",
 }
 NAMES = [f"hippocampus_{i:03d}.nii.gz" for i in (1, 4, 6, 7, 8, 11, 14, 15)]
 
@@ -118,6 +119,12 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     conv = json.loads((out / "fold0" / "convert" / "metrics.json").read_text())
     assert set(conv["dice_vs_T"]) == {"1", "2"} and len(conv["threshold_sweep"]) == 6
     assert conv["energy"]["energy_ratio"] > 0 and conv["firing_rates"]
+    # the percentile is chosen on the validation slices and stored with the converted SNN
+    search = conv["percentile_search"]
+    assert set(search["val_dice_3d"]) == {"99.9", "95"} and search["chosen"] in (99.9, 95.0)
+    assert search["val_dice_3d"][f"{search['chosen']:g}"] == max(search["val_dice_3d"].values())
+    saved = json.loads((out / "fold0" / "convert" / "snn_converted.json").read_text())
+    assert saved["percentile"] == search["chosen"] == conv["settings"]["percentile"]
     assert (out / "fold0" / "finetune" / "snn_finetuned.pt").is_file()
     ev = json.loads((out / "fold0" / "evaluate" / "metrics.json").read_text())
     assert ev["ann"]["num_steps"] is None and ev["converted"]["num_steps"] == 2 and ev["finetuned"]["num_steps"] == 2

@@ -315,3 +315,26 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(converted, hippo
     for name, v in final["network"].items():  # the exception-time checkpoint holds the last good weights
         assert torch.equal(v, snn.state_dict()[name])
     assert not math.isfinite(float(trainer.state.output[Keys.LOSS].detach()))
+
+
+def test_training_without_spike_counts(converted, hippo_slices):
+    """count_spikes=False changes nothing but the counting: same weights after training, counting back on after
+    each iteration, and a clear error (not zeros) when rates are read from such a pass."""
+    tx, ty, vx, _ = hippo_slices
+    weights = {}
+    for count in (True, False):
+        snn = copy.deepcopy(converted[0])
+        trainer = SpikingTrainer(
+            "cpu", 1, _loader(_records(tx[:16], ty[:16]), 8), snn, torch.optim.SGD(snn.parameters(), lr=0.05),
+            DiceCELoss(**BCE_DICE), method="flow", num_steps=4, count_spikes=count,
+        )
+        trainer.run()
+        weights[count] = [p.detach().clone() for p in snn.parameters()]
+        assert snn.count_spikes  # switched off only inside the trainer's forward calls
+        if not count:
+            with pytest.raises(RuntimeError, match="count_spikes=False"):
+                snn.firing_rates()
+            with torch.no_grad():
+                snn.eval()(vx[:4])
+            assert all(r > 0 for r in snn.firing_rates().values())
+    assert all(torch.equal(a, b) for a, b in zip(weights[True], weights[False]))

@@ -155,3 +155,10 @@ def test_flow_value_is_the_mean_output(make):
     assert torch.equal(x_bar.grad, expected.float())
     with pytest.raises(RuntimeError, match="no recorded flow"):
         n.flow(x_bar)
+
+
+def test_count_spikes_off_keeps_dynamics():
+    x = torch.rand(2, 3, 4) * 3
+    on, off = MultiThresholdNeuron(), MultiThresholdNeuron(count_spikes=False)
+    assert torch.equal(run(on, x, 7), run(off, x, 7))
+    assert off.spike_count is None and on.spike_count.shape == (1, 3, 4)

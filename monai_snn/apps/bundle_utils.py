@@ -34,6 +34,7 @@ __all__ = [
     "encoding_range",
     "make_slices",
     "make_loss",
+    "select_percentile",
     "latest_checkpoint",
     "load_weights",
     "calibration_batches",
@@ -288,11 +289,17 @@ def run_conversion(
     output_thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
     num_calibration: int = 64,
     energy_batch: int = 32,
+    val_slices: Sequence[dict] | None = None,
+    percentile_candidates: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Stage 2: load the best ANN, convert it, evaluate ANN and SNN on the test fold, write metrics + TensorBoard.
 
     Writes ``output_dir/snn_converted.pt`` (+ ``.json`` settings), ``metrics.json`` and a TensorBoard run with
     scalars (Dice vs T, threshold sweep, energy, firing rates), a text summary, an image panel and a Dice-vs-T plot.
+
+    With ``percentile_candidates`` and ``val_slices``, the normalization percentile is chosen by
+    :func:`select_percentile` on the validation slices (never the test fold) before the final conversion; the
+    search is stored under ``percentile_search`` in the metrics and the chosen value in the SNN settings.
     """
     from monai_snn.energy import estimate_energy
 
@@ -300,7 +307,14 @@ def run_conversion(
     out.mkdir(parents=True, exist_ok=True)
     load_weights(ann, ann_checkpoint)
     T = int(settings["num_steps"])
-    snn = convert_ann(ann, calibration_batches(train_slices, num_calibration), settings)
+    calibration = calibration_batches(train_slices, num_calibration)
+    search = None
+    if percentile_candidates:
+        if not val_slices:
+            raise ValueError("percentile_candidates needs validation slices (val_slices) to choose from.")
+        search = select_percentile(ann, calibration, val_slices, settings, percentile_candidates)
+        settings = dict(settings, percentile=search["chosen"])
+    snn = convert_ann(ann, calibration, settings)
     save_snn(snn, out / "snn_converted.pt", settings)
 
     y_ann, lab, subj, pos = predict(ann, test_slices)
@@ -335,6 +349,8 @@ def run_conversion(
         "ann_checkpoint": str(ann_checkpoint),
         "num_test_slices": len(test_slices),
     }
+    if search is not None:
+        metrics["percentile_search"] = search
     write_json(out / "metrics.json", metrics)
 
     w = _writer(out)
@@ -351,6 +367,9 @@ def run_conversion(
             w.add_scalar(f"energy/{k}", v, T)
         for k, v in metrics["firing_rates"].items():
             w.add_scalar(f"firing_rate/{k}", v, T)
+        if search is not None:
+            for p, d in search["val_dice_3d"].items():
+                w.add_scalar("percentile_search/val_dice_3d", d, int(round(float(p) * 100)))
         w.add_text("conversion", "```\n" + json.dumps({k: metrics[k] for k in ("ann", "converted", "settings")},
                                                     indent=1) + "\n```", 0)
         p = torch.sigmoid(y_snn) > 0.5
@@ -363,6 +382,54 @@ def run_conversion(
     finally:
         w.close()
     return metrics
+
+
+def select_percentile(
+    ann: torch.nn.Module,
+    calibration: Any,
+    val_slices: Sequence[dict],
+    settings: dict[str, Any],
+    candidates: Sequence[float],
+) -> dict[str, Any]:
+    """Choose the normalization percentile that gives the converted SNN the best validation 3D Dice at its T.
+
+    A lower percentile maps more of each layer's activation range onto the neuron's levels (finer rate
+    resolution at short T, more spikes) and clips more of the tail; which trade-off wins depends on the network,
+    so each candidate is converted and simulated for ``settings["num_steps"]`` steps on the validation slices.
+    Ties go to the higher percentile (fewer spikes).
+
+    Args:
+        ann: the trained ANN (eval mode).
+        calibration: calibration batches for :func:`convert_ann`.
+        val_slices: validation slices (from the training folds).
+        settings: conversion settings; ``percentile`` is replaced by each candidate.
+        candidates: percentiles in (0, 100] to try.
+
+    Returns:
+        ``{"chosen": p, "val_dice_3d": {str(p): dice}, "num_steps": T, "num_val_slices": n}``.
+
+    Example::
+
+        search = select_percentile(ann, calibration, val_slices, settings, (95.0, 98.0, 99.0, 99.9))
+        settings = dict(settings, percentile=search["chosen"])
+    """
+    T = int(settings["num_steps"])
+    cands = sorted({float(p) for p in candidates}, reverse=True)
+    for p in cands:
+        if not 0.0 < p <= 100.0:
+            raise ValueError(f"percentile_candidates must be in (0, 100], got {p!r}.")
+    scores: dict[str, float] = {}
+    best, best_dice = cands[0], -1.0
+    for p in cands:
+        snn = convert_ann(ann, calibration, dict(settings, percentile=p))
+        y, lab, subj, pos = predict(snn, val_slices, num_steps=T)
+        d = evaluate_slices(y, lab, subj, pos)["dice_3d_mean"]
+        scores[f"{p:g}"] = d
+        logger.info("percentile %g: validation 3D Dice %.4f at T=%d", p, d, T)
+        if d > best_dice:
+            best, best_dice = p, d
+    logger.info("chosen percentile: %g (validation 3D Dice %.4f)", best, best_dice)
+    return {"chosen": best, "val_dice_3d": scores, "num_steps": T, "num_val_slices": len(val_slices)}
 
 
 def run_evaluation(

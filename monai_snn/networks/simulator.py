@@ -108,9 +108,29 @@ class SpikingSimulator(nn.Module):
         """Spiking layers by name (the ANN's ReLU module paths)."""
         return {n: m for n, m in self.network.named_modules() if isinstance(m, SpikingNeuron)}
 
+    @property
+    def count_spikes(self) -> bool:
+        """Whether the neurons count spikes (firing rates, energy); set it to switch all of them."""
+        return all(m.count_spikes for m in self.neurons().values())
+
+    @count_spikes.setter
+    def count_spikes(self, value: bool) -> None:
+        for m in self.neurons().values():
+            m.count_spikes = bool(value)
+
     def firing_rates(self) -> dict[str, float]:
-        """Spikes per neuron and time step of each spiking layer during the last forward pass."""
-        return {n: m.firing_rate() for n, m in self.neurons().items()}
+        """Spikes per neuron and time step of each spiking layer during the last forward pass.
+
+        Raises:
+            RuntimeError: the last forward pass ran with spike counting switched off (``count_spikes=False``).
+        """
+        neurons = self.neurons()
+        if any(m.num_steps and m.spike_count is None for m in neurons.values()):
+            raise RuntimeError(
+                "no spike counts: the last forward pass ran with count_spikes=False (e.g. a SpikingTrainer with "
+                "count_spikes=False); read firing rates from an evaluator's pass, or switch counting on."
+            )
+        return {n: m.firing_rate() for n, m in neurons.items()}
 
     def reset(self) -> None:
         """Reset all neuron states (done automatically at the start of every forward pass)."""

@@ -49,6 +49,9 @@ class SpikingNeuron(nn.Module):
         surrogate: surrogate gradient used when gradients flow (``"triangle"``, ``"relative_triangle"``,
             ``"sigmoid"`` or a :class:`~monai_snn.neurons.surrogate.Surrogate`).
         detach_reset: do not backpropagate through the soft reset.
+        count_spikes: count spikes per position (summed over the batch and time) for firing rates and the energy
+            estimate. Counting a multi-threshold layer costs about as much as the rest of its update (a popcount
+            of the fired levels), so training loops that do not read rates may switch it off.
         record_flow: keep what spiking-flow fine-tuning needs (:meth:`flow`). Without leak nothing extra is
             stored: the accumulated output is recovered from the final membrane (soft reset conserves charge);
             with leak the output flow (threshold-weighted spikes summed over time) is accumulated.
@@ -68,6 +71,7 @@ class SpikingNeuron(nn.Module):
         signed: bool = False,
         surrogate: str | Surrogate = "triangle",
         detach_reset: bool = False,
+        count_spikes: bool = True,
         record_flow: bool = False,
     ) -> None:
         super().__init__()
@@ -84,6 +88,7 @@ class SpikingNeuron(nn.Module):
         self.signed = bool(signed)
         self.surrogate = surrogate_from_name(surrogate)
         self.detach_reset = bool(detach_reset)
+        self.count_spikes = bool(count_spikes)
         self.record_flow = bool(record_flow)
         self.reset()
 
@@ -126,7 +131,7 @@ class SpikingNeuron(nn.Module):
         """One time step: integrate ``x``, fire, soft-reset; returns the threshold-weighted spikes."""
         if self.v is None:
             self.v = torch.full_like(x, self.initial_value)
-            self.spike_count = torch.zeros_like(x[:1], requires_grad=False)
+            self.spike_count = torch.zeros_like(x[:1], requires_grad=False) if self.count_spikes else None
             self._num_neurons = x.numel()
         elif self.v.shape != x.shape:
             raise RuntimeError(
@@ -151,6 +156,9 @@ class SpikingNeuron(nn.Module):
 
     def _count(self, spikes: torch.Tensor) -> None:
         """Add this step's spikes (non-negative counts per element), summed over the batch, to ``spike_count``."""
+        if self.spike_count is None:
+            return
+        # integer counts are summed as integers (converting them to float first costs more than the sum)
         self.spike_count.add_(spikes.sum(0, keepdim=True) if spikes.ndim > 1 else spikes.sum().reshape(1))
 
     def flow(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,8 +221,9 @@ class SpikingNeuron(nn.Module):
             q = torch.floor(v if lo == 1.0 else v / lo).clamp_(0.0, qmax)
         out = q if lo == 1.0 else q * lo
         v.sub_(out)
-        mag = q.abs() if self.signed else q
-        self._count(mag if n == 1 else _popcount(mag, n))
+        if self.spike_count is not None:
+            mag = q.abs() if self.signed else q
+            self._count(mag if n == 1 else _popcount(mag, n))
         self.v = v
         return out
 
@@ -270,7 +279,18 @@ class _StraightThroughFlow(torch.autograd.Function):
 
 
 def _popcount(q: torch.Tensor, n: int) -> torch.Tensor:
-    """Number of set bits of the integer-valued float tensor ``q`` in ``[0, 2**n)``: ``q - sum_k floor(q / 2**k)``."""
+    """Number of set bits of the integer-valued float tensor ``q`` in ``[0, 2**n)``: ``q - sum_k floor(q / 2**k)``.
+
+    For ``n <= 8`` the identity runs on ``uint8`` shifts (about 3x faster than in floats on CPU: a quarter of the
+    memory traffic); the result is ``uint8`` then.
+    """
+    if n <= 8:
+        q8 = q.to(torch.uint8)
+        count = q8.clone()
+        tmp = torch.empty_like(q8)
+        for k in range(1, n):
+            count.sub_(torch.bitwise_right_shift(q8, k, out=tmp))
+        return count
     count = q.clone()
     tmp = torch.empty_like(q)
     for k in range(1, n):
