@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import HIPPO, REPO, require_data
 
@@ -141,6 +142,22 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     rows = summarize([out], out / "summary")
     assert {r["network"] for r in rows} >= {"ann", "converted", "finetuned"}
     assert (out / "summary" / "summary.md").read_text().count("|") > 10 and (out / "summary" / "summary.csv").is_file()
+
+    # 5. shipping the fold's models into a (copied) bundle: weights load, metadata numbers come from the run
+    from monai_snn.apps.bundle_utils import build_snn
+    from monai_snn.apps.ship_models import ship_models
+    from monai_snn.networks import ConvertibleUNet
+
+    bundle = out / "bundle"
+    shutil.copytree(CFG, bundle / "configs")
+    metrics = ship_models(out, 0, bundle)
+    assert metrics["mean_dice_3d_ann_fold0"] == round(ev["ann"]["dice_3d_mean"], 4)
+    assert metrics["mean_dice_3d_finetuned_T2_fold0"] == round(ev["finetuned"]["dice_3d_mean"], 4)
+    assert json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"] == metrics
+    ann = ConvertibleUNet(**json.loads((bundle / "models" / "ann_fold0.json").read_text())["args"])
+    ann.load_state_dict(torch.load(bundle / "models" / "ann_fold0.pt", weights_only=True))
+    snn = build_snn(ann, bundle / "models" / "snn_finetuned_fold0.pt")
+    assert snn.num_steps == 2 and snn(torch.rand(2, 1, 48, 40)).shape == (2, 1, 48, 40)
 
 
 def test_ddp_two_processes_gloo(tiny_msd, tmp_path):
