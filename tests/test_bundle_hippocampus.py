@@ -245,3 +245,43 @@ def test_missing_file_in_datalist_fails_before_training(tiny_msd, tmp_path):
     assert proc.returncode != 0
     assert "does_not_exist.nii.gz" in proc.stdout + proc.stderr
     assert not list((tmp_path / "out").rglob("*.pt")) and not list((tmp_path / "out").rglob("events.out.*"))
+
+
+def test_resumed_run_keeps_the_best_model(tmp_path):
+    """A resumed run's first (worse) validation must not overwrite the interrupted run's best model."""
+    from ignite.engine import Engine, Events
+    from monai.handlers import CheckpointSaver
+
+    from monai_snn.apps.bundle_utils import BestMetricState, restore_best
+
+    def run(scores: list[float], weights: list[float], resume: bool) -> Engine:
+        net = torch.nn.Linear(1, 1, bias=False)
+        evaluator = Engine(lambda e, b: None)
+        evaluator.state.best_metric, evaluator.state.best_metric_epoch = -1.0, -1
+        state = BestMetricState(evaluator)
+        saver = CheckpointSaver(str(tmp_path), {"network": net, "best_metric_state": state}, save_key_metric=True,
+                                key_metric_name="dice", key_metric_filename="best_model.pt",
+                                key_metric_save_state=True)  # fmt: skip
+        if resume:
+            assert restore_best(saver, state, tmp_path / "best_model.pt")
+
+        @evaluator.on(Events.EPOCH_COMPLETED)
+        def _score(e):  # what MONAI's evaluator does before its handlers: metric, then best-metric bookkeeping
+            i = e.state.epoch - 1
+            e.state.metrics["dice"] = scores[i]
+            net.weight.data.fill_(weights[i])
+            if scores[i] > e.state.best_metric:
+                e.state.best_metric, e.state.best_metric_epoch = scores[i], e.state.epoch
+
+        saver.attach(evaluator)
+        evaluator.run([0], max_epochs=len(scores))
+        return evaluator
+
+    run([0.5, 0.8], [1.0, 2.0], resume=False)  # killed after epoch 2: best 0.8 (weight 2)
+    best = lambda: torch.load(tmp_path / "best_model.pt", weights_only=True)  # noqa: E731
+    assert float(best()["network"]["weight"]) == 2.0
+    ev = run([0.6], [3.0], resume=True)  # resumed, worse: the best model stays
+    assert float(best()["network"]["weight"]) == 2.0 and ev.state.best_metric == 0.8
+    run([0.9], [4.0], resume=True)  # better: replaced
+    assert float(best()["network"]["weight"]) == 4.0 and best()["best_metric_state"]["best_metric"] == 0.9
+    assert not restore_best(None, None, tmp_path / "missing.pt")

@@ -35,6 +35,8 @@ __all__ = [
     "make_slices",
     "make_loss",
     "select_percentile",
+    "BestMetricState",
+    "restore_best",
     "latest_checkpoint",
     "load_weights",
     "calibration_batches",
@@ -152,6 +154,60 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "
         state = state[key]
     network.load_state_dict(state)
     return network.eval()
+
+
+class BestMetricState:
+    """The best validation metric of an engine (``state.best_metric`` / ``best_metric_epoch``) as a checkpointable
+    object: put it in the best-model ``CheckpointSaver``'s ``save_dict`` so :func:`restore_best` can give it back.
+
+    Attach it to the evaluator like a handler (a bundle lists it in the evaluator's handlers, which also avoids a
+    circular reference evaluator -> saver -> state -> evaluator), or pass the engine directly.
+
+    Args:
+        engine: the evaluator whose key metric selects the best model (or ``None``, then :meth:`attach`).
+    """
+
+    def __init__(self, engine: Any = None) -> None:
+        self.engine = engine
+
+    def attach(self, engine: Any) -> None:
+        """Bind to ``engine`` (called by MONAI when the object is in an engine's handler list)."""
+        self.engine = engine
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.engine is None:
+            raise RuntimeError("BestMetricState is not attached to an engine.")
+        return {"best_metric": float(self.engine.state.best_metric),
+                "best_metric_epoch": int(self.engine.state.best_metric_epoch)}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.engine.state.best_metric = float(state["best_metric"])
+        self.engine.state.best_metric_epoch = int(state["best_metric_epoch"])
+
+
+def restore_best(saver: Any, best_metric_state: BestMetricState, path: str | os.PathLike) -> bool:
+    """Before a resumed run: load the interrupted run's best-model tracking from ``path`` (its ``best_model.pt``).
+
+    Without it a resumed ``CheckpointSaver(save_key_metric=True)`` starts with an empty record, so the first
+    resumed epoch would overwrite the best model even when it is worse. The saver must be built with
+    ``key_metric_save_state=True`` and ``best_metric_state`` be in its ``save_dict`` (both are in the bundle's
+    configs).
+
+    Returns:
+        ``True`` when a previous best was restored, ``False`` when there is none yet (e.g. killed before the first
+        validation).
+    """
+    if not os.path.isfile(path):
+        return False
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "checkpointer" not in ckpt or "best_metric_state" not in ckpt:
+        logger.warning("%s has no best-model tracking (older checkpoint): the best model restarts from scratch.", path)
+        return False
+    saver.load_state_dict(ckpt["checkpointer"])
+    best_metric_state.load_state_dict(ckpt["best_metric_state"])
+    logger.info("restored the best model record from %s: %.4f at epoch %d", path,
+                ckpt["best_metric_state"]["best_metric"], ckpt["best_metric_state"]["best_metric_epoch"])  # fmt: skip
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ conversion
