@@ -7,7 +7,9 @@ Prints a markdown table for the 2D hippocampus U-Net (channels 16-128, input 56 
   on the averaged spikes, ``k`` time steps folded into the batch per chunk);
 * ``naive``: the whole network every time step, first layer and readout included (as the reference code does);
 * ``spikingjelly``: the same network with spikingjelly's ``IFNode`` (soft reset) stepped the same way, if
-  ``pip install --no-deps spikingjelly`` worked in this environment.
+  ``pip install --no-deps spikingjelly`` worked in this environment;
+* ``multi-threshold``: the default simulator with multi-threshold neurons (2, 1, 0.5, 0.25), with and without spike
+  counting (a per-step popcount of the fired levels).
 
 Each case runs in a fresh process (peak RSS is per case); times are medians. Ratios are only comparable within one
 run: the machines are shared and noisy.
@@ -42,8 +44,10 @@ def build(case: str, T: int, chunk: int):
     x = torch.rand(26, 1, 56, 48)
     if case == "ann":
         return lambda: ann(x)
-    snn = convert_to_snn(ann, [x], neuron="if", num_steps=T, chunk_size=chunk, initial_potential=0.5)
-    if case == "snn":
+    neuron = "multi_threshold" if case.startswith("snn_mt") else "if"
+    snn = convert_to_snn(ann, [x], neuron=neuron, num_steps=T, chunk_size=chunk, initial_potential=0.5)
+    snn.count_spikes = case != "snn_mt_nocount"
+    if case.startswith("snn"):
         return lambda: snn(x)
     gm = snn.network
     if case == "spikingjelly":
@@ -118,7 +122,7 @@ def main() -> None:
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"threads {args.threads}, load average {os.getloadavg()[0]:.1f}; U-Net 16-128, 2D 56x48, batch 26, "
-        "IF neurons, static input"
+        "IF neurons unless named, static input"
     )
     ann = run_case("ann", 1, 1, max(5, args.repeats), args.threads)
     print(f"ANN forward: {ann['ms']:.1f} ms (peak +{ann['peak_mb']:.0f} MB)\n")
@@ -129,10 +133,14 @@ def main() -> None:
         cases = [("snn", c) for c in args.chunks if c <= T]
         if T <= 32:
             cases.append(("snn", T))  # all T steps folded into the batch
-        cases += [("naive", 1), ("spikingjelly", 1)]
+        cases += [("naive", 1), ("spikingjelly", 1), ("snn_mt", 1), ("snn_mt_nocount", 1)]
         for case, chunk in dict.fromkeys(cases):
             r = run_case(case, T, chunk, reps, args.threads)
-            label = f"monai_snn chunk={chunk}" + (" (all T folded)" if chunk == T and T > 1 else "") if case == "snn" else case
+            label = {
+                "snn": f"monai_snn chunk={chunk}" + (" (all T folded)" if chunk == T and T > 1 else ""),
+                "snn_mt": "monai_snn multi-threshold, chunk=1",
+                "snn_mt_nocount": "monai_snn multi-threshold, chunk=1, count_spikes=False",
+            }.get(case, case)
             if "error" in r:
                 print(f"| {T} | {label} | {r['error']} | | |")
                 continue
