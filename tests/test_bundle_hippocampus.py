@@ -285,3 +285,16 @@ def test_resumed_run_keeps_the_best_model(tmp_path):
     run([0.9], [4.0], resume=True)  # better: replaced
     assert float(best()["network"]["weight"]) == 4.0 and best()["best_metric_state"]["best_metric"] == 0.9
     assert not restore_best(None, None, tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("stage", ["train_ann", "convert", "finetune", "evaluate"])
+def test_full_profile_merges_over_every_stage(stage):
+    """The GPU profile (not run here) parses over each stage and builds its wider network."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CFG / "common.json"), str(CFG / f"{stage}.json"), str(CFG / "full.json")])
+    assert parser["batch_size"] == 26 and parser["convert_steps"] == 200 and parser["steps_sweep"][-1] == 200
+    net = parser.get_parsed_content("network_def")
+    assert tuple(net.channels) == (32, 64, 128, 256)
+    assert net(torch.rand(1, 1, 48, 40)).shape == (1, 1, 48, 40)
