@@ -15,6 +15,7 @@ over the batch (the first dimension), shape ``[1, *x.shape[1:]]``: what firing r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -215,15 +216,21 @@ class SpikingNeuron(nn.Module):
         levels = self.levels
         lo, n = levels[-1], len(levels)
         qmax = float(2**n - 1)
+        # v / lo in one in-place pass: multiplying by 1 / lo is exact when lo is a power of two (the converted
+        # networks' 0.25), otherwise divide so that v == k * lo still lands exactly on level k
+        exact = math.frexp(lo)[0] == 0.5
         if self.signed:
-            q = torch.floor(v.abs() / lo).clamp_(max=qmax).mul_(torch.sign(v))
+            a = v.abs()
+            q = (a.mul_(1.0 / lo) if exact else a.div_(lo)).floor_().clamp_(max=qmax).mul_(torch.sign(v))
+        elif lo == 1.0:
+            q = torch.floor(v).clamp_(0.0, qmax)
         else:
-            q = torch.floor(v if lo == 1.0 else v / lo).clamp_(0.0, qmax)
-        out = q if lo == 1.0 else q * lo
-        v.sub_(out)
+            q = (torch.mul(v, 1.0 / lo) if exact else torch.div(v, lo)).floor_().clamp_(0.0, qmax)
         if self.spike_count is not None:
             mag = q.abs() if self.signed else q
             self._count(mag if n == 1 else _popcount(mag, n))
+        out = q if lo == 1.0 else q.mul_(lo)  # q is not needed any more: scale it in place
+        v.sub_(out)
         self.v = v
         return out
 
