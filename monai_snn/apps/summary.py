@@ -5,7 +5,8 @@
 Reads ``<run>/fold*/evaluate/metrics.json`` (and ``convert/metrics.json`` for Dice vs T) of one or more run
 folders and reports mean +- std over folds of the 3D / 2D Dice of the ANN, the converted SNN and the fine-tuned
 SNN, one row per run (e.g. one run per loss, like the paper's Table 1, or binary vs ternary coding, like its
-Table 5). The settings of each run (loss, encoding, T, channels...) are read from the stored SNN settings.
+Table 5), and a per-fold table with the differences to the ANN and the normalization percentile each fold's
+conversion used. The settings of each run (loss, encoding, T, channels...) are read from the stored SNN settings.
 
 Example::
 
@@ -49,6 +50,7 @@ def collect(run_dir: str | os.PathLike) -> dict[str, Any]:
     run = Path(run_dir)
     folds: dict[int, dict] = {}
     dice_t: dict[int, dict] = {}
+    percentiles: dict[int, float] = {}
     settings: dict[str, Any] = {}
     for fd in sorted(run.glob("fold*")):
         try:
@@ -61,8 +63,11 @@ def collect(run_dir: str | os.PathLike) -> dict[str, Any]:
             settings = settings or _settings(fd)
         cv = fd / "convert" / "metrics.json"
         if cv.is_file():
-            dice_t[k] = json.loads(cv.read_text()).get("dice_vs_T", {})
-    return {"run": str(run), "folds": folds, "settings": settings, "dice_vs_T": dice_t}
+            conv = json.loads(cv.read_text())
+            dice_t[k] = conv.get("dice_vs_T", {})
+            if "percentile" in conv.get("settings", {}):
+                percentiles[k] = conv["settings"]["percentile"]
+    return {"run": str(run), "folds": folds, "settings": settings, "dice_vs_T": dice_t, "percentile": percentiles}
 
 
 def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -71,6 +76,7 @@ def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) 
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     dice_t_rows: list[str] = []
+    fold_rows: list[str] = []
     machine = None
     for r in runs:
         c = collect(r)
@@ -103,6 +109,19 @@ def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) 
                     dt = _mean_std([v["dice_3d_at_T"][t] for v in vals if t in v.get("dice_3d_at_T", {})])
                     rows.append(dict(base, network="finetuned", T=int(t), n=len(vals), dice_3d_mean=dt[0],
                                      dice_3d_std=dt[1], dice_2d_mean=float("nan"), dice_2d_std=float("nan")))
+        for k, m in sorted(c["folds"].items()):
+            if not all(m.get(net) for net in _NETS):
+                continue
+            ann, conv, fine = (m[net]["dice_3d_mean"] for net in _NETS)
+            low = {t: d for t, d in m["finetuned"].get("dice_3d_at_T", {}).items()
+                   if int(t) != m["finetuned"].get("num_steps")}  # fmt: skip
+            fold_rows.append(
+                f"| {base['run']} | {k} | {c['percentile'].get(k, '-')} | {ann:.3f} | "
+                f"{conv:.3f} (T={m['converted'].get('num_steps')}) | {conv - ann:+.3f} | "
+                f"{fine:.3f} (T={m['finetuned'].get('num_steps')}) | {fine - ann:+.3f} | "
+                + (", ".join(f"{d:.3f} (T={t})" for t, d in sorted(low.items(), key=lambda x: int(x[0]))) or "-")
+                + " |"
+            )
         machine = machine or next(iter(c["folds"].values())).get("info")
         if c["dice_vs_T"]:
             ts = sorted({int(t) for d in c["dice_vs_T"].values() for t in d})
@@ -137,6 +156,10 @@ def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) 
     if {"poisson_binary", "poisson_ternary"} <= encodings:
         md += ["", "## Binary vs ternary input coding (paper Table 5)", "", lines[0], lines[1]] + [
             line for r, line in zip(rows, lines[2:]) if r["encoding"].startswith("poisson")]  # fmt: skip
+    if fold_rows:
+        md += ["", "## Per fold (3D Dice; percentile: normalization percentile used by the conversion)", "",
+               "| run | fold | percentile | ANN | converted | converted - ANN | fine-tuned | fine-tuned - ANN "
+               "| fine-tuned, other T |", "|---|---|---|---|---|---|---|---|---|"] + fold_rows  # fmt: skip
     if dice_t_rows:
         md += ["", "## Converted SNN: 3D Dice vs T (paper Fig. 6A)", "", dice_t_header] + dice_t_rows
     info = machine or {}
