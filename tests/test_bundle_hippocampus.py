@@ -127,6 +127,8 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     saved = json.loads((out / "fold0" / "convert" / "snn_converted.json").read_text())
     assert saved["percentile"] == search["chosen"] == conv["settings"]["percentile"]
     assert (out / "fold0" / "finetune" / "snn_finetuned.pt").is_file()
+    fine = json.loads((out / "fold0" / "finetune" / "snn_finetuned.json").read_text())
+    assert fine["percentile"] == search["chosen"] and fine["num_steps"] == 2 and fine["method"] == "flow"
     ev = json.loads((out / "fold0" / "evaluate" / "metrics.json").read_text())
     assert ev["ann"]["num_steps"] is None and ev["converted"]["num_steps"] == 2 and ev["finetuned"]["num_steps"] == 2
     for k in ("ann", "converted", "finetuned"):

@@ -36,6 +36,7 @@ __all__ = [
     "make_loss",
     "select_percentile",
     "BestMetricState",
+    "finetuned_settings",
     "restore_best",
     "latest_checkpoint",
     "load_weights",
@@ -271,6 +272,15 @@ def build_snn(ann: torch.nn.Module, weights: str | os.PathLike, settings: dict |
     s = dict(settings, normalization="none")
     snn = convert_ann(ann, None, s)
     return load_weights(snn, weights)
+
+
+def finetuned_settings(converted_weights: str | os.PathLike, **changes: Any) -> dict[str, Any]:
+    """Settings of a fine-tuned SNN: those stored with the converted SNN it starts from (the conversion actually
+    used, e.g. the percentile chosen on validation) updated with ``changes`` (``num_steps``, ``method``, ...)."""
+    path = Path(converted_weights).with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"SNN settings file not found: {path} (run the convert stage first).")
+    return dict(json.loads(path.read_text()), **changes)
 
 
 def save_snn(snn: torch.nn.Module, path: str | os.PathLike, settings: dict[str, Any]) -> str:

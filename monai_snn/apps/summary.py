@@ -39,10 +39,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _settings(fold_dir: Path) -> dict[str, Any]:
-    for p in (fold_dir / "finetune" / "snn_finetuned.json", fold_dir / "convert" / "snn_converted.json"):
-        if p.is_file():
-            return json.loads(p.read_text())
-    return {}
+    """The fine-tuned SNN's settings, with the conversion keys taken from the converted SNN (the conversion that
+    was actually used, e.g. a percentile chosen on validation)."""
+    conv_p, fine_p = fold_dir / "convert" / "snn_converted.json", fold_dir / "finetune" / "snn_finetuned.json"
+    conv = json.loads(conv_p.read_text()) if conv_p.is_file() else {}
+    fine = json.loads(fine_p.read_text()) if fine_p.is_file() else {}
+    return {**fine, **{k: v for k, v in conv.items() if k != "num_steps" or not fine}}
 
 
 def collect(run_dir: str | os.PathLike) -> dict[str, Any]:
