@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from ignite.engine import Events
 import torch
 from ignite.handlers import ProgressBar
 from monai.data import DataLoader
@@ -65,8 +66,13 @@ def test_firing_rate_and_energy_before_and_after_finetuning(snn_base, hippo_slic
         key_val_metric={"val_dice": MeanDice(output_transform=from_engine(["pred", "label"]))},
         val_handlers=[rates, energy],
     )
+    seen: list[float] = []  # what a handler attached first (e.g. StatsHandler) reads at EPOCH_COMPLETED
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(e.state.metrics.get("firing_rate_mean")))
+    handlers = evaluator._event_handlers[Events.EPOCH_COMPLETED]
+    handlers.insert(0, handlers.pop())  # run before every other EPOCH_COMPLETED handler
     evaluator.run()  # before fine-tuning, global step 1
     before, energy_before, dice_before = dict(rates.rates), dict(energy.last), evaluator.state.metrics["val_dice"]
+    assert seen == [pytest.approx(sum(before.values()) / len(before))]
     assert set(before) == set(snn.neurons()) and all(0.0 < r < 4.0 for r in before.values())
     assert evaluator.state.firing_rates == before
     assert evaluator.state.metrics["firing_rate_mean"] == pytest.approx(sum(before.values()) / len(before))

@@ -154,6 +154,10 @@ class FiringRateHandler:
         for name, rate in rates.items():
             self._sums[name] = self._sums.get(name, 0.0) + rate
         self._count += 1
+        if self.metric_name is not None and self._sums:
+            # the running epoch mean is in the metrics after every iteration, so handlers that read the metrics at
+            # EPOCH_COMPLETED before this one (StatsHandler, TensorBoardStatsHandler) see this epoch's value
+            engine.state.metrics[self.metric_name] = float(np.mean(list(self._sums.values()))) / self._count
         if not self.epoch_level and self._writer is not None:
             for name, rate in rates.items():
                 self._writer.add_scalar(f"{self.tag_prefix}/{name}", rate, engine.state.iteration)
