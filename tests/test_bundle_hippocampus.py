@@ -144,6 +144,7 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     rows = summarize([out], out / "summary")
     assert {r["network"] for r in rows} >= {"ann", "converted", "finetuned"}
     assert (out / "summary" / "summary.md").read_text().count("|") > 10 and (out / "summary" / "summary.csv").is_file()
+    assert (out / "summary" / "dice_vs_T.png").stat().st_size > 1000
     per_fold = (out / "summary" / "summary.md").read_text().split("## Per fold")[1].splitlines()
     assert per_fold[4].startswith(f"| cv | 0 | {search['chosen']} | {ev['ann']['dice_3d_mean']:.3f} |")
 

@@ -175,3 +175,33 @@ def test_standard_monai_handlers_with_spiking_trainer(snn_base, hippo_slices, tm
     assert {"train_loss", "val_dice", "energy_ratio"} <= set(tags["scalars"])
     assert any(t.startswith("firing_rate/") for t in tags["scalars"]) and "firing_rate/layers" in tags["images"]
     assert "val_dice" in caplog.text
+
+
+def test_atomic_checkpoint_saver_and_incomplete_checkpoints(tmp_path):
+    """Saves go through a temporary file (a kill mid-save leaves no truncated checkpoint), and the resume helper
+    skips a truncated file in favour of the previous complete one."""
+    import os
+    import time
+
+    from ignite.engine import Engine
+
+    from monai_snn.apps.bundle_utils import latest_checkpoint
+    from monai_snn.handlers import AtomicCheckpointSaver
+
+    net = torch.nn.Linear(2, 1)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"network": net}, save_interval=1, n_saved=2, file_prefix="latest",
+                                  save_key_metric=True, key_metric_name="m", key_metric_filename="best_model.pt")
+    assert saver._interval_checkpoint.save_handler._atomic and saver._key_metric_checkpoint.save_handler._atomic
+    engine = Engine(lambda e, b: None)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(m=float(e.state.epoch)))
+    saver.attach(engine)
+    engine.run([0], max_epochs=2)
+    good = latest_checkpoint(tmp_path)
+    assert good.endswith("epoch=2.pt")
+    torch.load(good, weights_only=True)  # complete
+    torch.load(tmp_path / "best_model.pt", weights_only=True)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("tmp")]  # no temporary files left behind
+    # a truncated newer file (what a kill during a non-atomic save leaves) is skipped
+    time.sleep(0.01)
+    (tmp_path / "latest_network_epoch=3.pt").write_bytes(open(good, "rb").read()[:100])
+    assert latest_checkpoint(tmp_path) == good

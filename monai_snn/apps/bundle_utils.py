@@ -141,9 +141,19 @@ def make_loss(name: str) -> torch.nn.Module:
 
 # ------------------------------------------------------------------------------------------------ checkpoints
 def latest_checkpoint(folder: str | os.PathLike, prefix: str = "latest") -> str:
-    """Newest ``{prefix}*.pt`` in ``folder`` (``""`` when there is none): used to resume a killed stage."""
-    files = [f for f in glob.glob(os.path.join(str(folder), f"{prefix}*.pt")) if os.path.getsize(f) > 0]
-    return max(files, key=os.path.getmtime) if files else ""
+    """Newest complete ``{prefix}*.pt`` in ``folder`` (``""`` when there is none): used to resume a killed stage.
+
+    A file that is not a complete torch archive (a save cut off by a kill, with a non-atomic saver) is skipped with
+    a warning, so the resume falls back to the previous checkpoint instead of failing.
+    """
+    import zipfile
+
+    files = sorted(glob.glob(os.path.join(str(folder), f"{prefix}*.pt")), key=os.path.getmtime, reverse=True)
+    for f in files:
+        if os.path.getsize(f) > 0 and zipfile.is_zipfile(f):
+            return f
+        logger.warning("skipping incomplete checkpoint %s (its save was interrupted)", f)
+    return ""
 
 
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "network") -> torch.nn.Module:

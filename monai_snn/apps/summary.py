@@ -72,13 +72,42 @@ def collect(run_dir: str | os.PathLike) -> dict[str, Any]:
     return {"run": str(run), "folds": folds, "settings": settings, "dice_vs_T": dice_t, "percentile": percentiles}
 
 
+def _dice_vs_t_plot(curves: dict[str, tuple[list[int], list[float], list[float], float]], path: Path) -> bool:
+    """Dice vs T of the converted SNN per run (mean ± std over folds), each run's ANN as a dashed line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for i, (run, (ts, means, stds, ann)) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        ax.errorbar(ts, means, yerr=stds, marker="o", capsize=3, color=color, label=run)
+        if not math.isnan(ann):
+            ax.axhline(ann, color=color, ls="--", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("3D Dice (test folds)")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_title("converted SNN vs T (dashed: its ANN)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(str(path))
+    plt.close(fig)
+    return True
+
+
 def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Write ``summary.csv``, ``summary.md`` and a TensorBoard text summary to ``output_dir``; return the rows."""
+    """Write ``summary.csv``, ``summary.md`` (with ``dice_vs_T.png``) and a TensorBoard text summary to
+    ``output_dir``; return the rows."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     dice_t_rows: list[str] = []
     fold_rows: list[str] = []
+    curves: dict[str, tuple[list[int], list[float], list[float], float]] = {}  # run -> T, mean, std, ANN mean
     machine = None
     for r in runs:
         c = collect(r)
@@ -127,10 +156,14 @@ def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) 
         machine = machine or next(iter(c["folds"].values())).get("info")
         if c["dice_vs_T"]:
             ts = sorted({int(t) for d in c["dice_vs_T"].values() for t in d})
-            cells = []
+            cells, means, stds = [], [], []
             for t in ts:
                 m, sd = _mean_std([d[str(t)]["dice_3d_mean"] for d in c["dice_vs_T"].values() if str(t) in d])
                 cells.append(f"{m:.3f} ± {sd:.3f}")
+                means.append(m)
+                stds.append(sd)
+            ann_mean = _mean_std([m["ann"]["dice_3d_mean"] for m in c["folds"].values() if m.get("ann")])[0]
+            curves[base["run"]] = (ts, means, stds, ann_mean)
             dice_t_rows.append(f"| {base['run']} | " + " | ".join(cells) + " |")
             dice_t_header = "| run | " + " | ".join(f"T={t}" for t in ts) + " |\n|---|" + "---|" * len(ts)
 
@@ -164,6 +197,8 @@ def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) 
                "| fine-tuned, other T |", "|---|---|---|---|---|---|---|---|---|"] + fold_rows  # fmt: skip
     if dice_t_rows:
         md += ["", "## Converted SNN: 3D Dice vs T (paper Fig. 6A)", "", dice_t_header] + dice_t_rows
+        if _dice_vs_t_plot(curves, out / "dice_vs_T.png"):
+            md += ["", "![converted SNN: 3D Dice vs T](dice_vs_T.png)"]
     info = machine or {}
     md += ["", "## Settings and machine", ""]
     for r in runs:
