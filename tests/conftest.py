@@ -89,3 +89,20 @@ def dice(logits: torch.Tensor, labels: torch.Tensor, threshold: float = 0.0) -> 
     pred = (logits > threshold).float()
     d = compute_dice(pred.flatten(1)[None].transpose(0, 1).reshape(1, 1, -1), labels.reshape(1, 1, -1))
     return float(d.mean())
+
+
+BCE_DICE = dict(sigmoid=True, lambda_ce=0.3, lambda_dice=0.7)
+"""The hippocampus paper's BCE-Dice: ``monai.losses.DiceCELoss(**BCE_DICE)`` = 0.3 BCE + 0.7 Dice."""
+
+
+def records(x: torch.Tensor, y: torch.Tensor, names: bool = False) -> list[dict]:
+    """``{"image", "label"}`` dicts of a batch of slices; ``names``: images as MetaTensors with file names, as
+    ``LoadImaged`` would give."""
+    if names:
+        from monai.data import MetaTensor
+
+        return [
+            {"image": MetaTensor(x[i], meta={"filename_or_obj": f"slice_{i:03d}.nii.gz"}), "label": y[i]}
+            for i in range(len(x))
+        ]
+    return [{"image": x[i], "label": y[i]} for i in range(len(x))]

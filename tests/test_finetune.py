@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from monai.data import DataLoader, MetaTensor
+from monai.data import DataLoader
 from monai.engines.utils import IterationEvents
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.losses import DiceCELoss, DiceLoss
@@ -19,7 +19,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
-from conftest import dice
+from conftest import BCE_DICE, dice, records
 from monai_snn.conversion import convert_to_snn
 from monai_snn.engines import (
     NonFiniteLossError,
@@ -30,9 +30,6 @@ from monai_snn.engines import (
     spiking_from_scratch,
 )
 from monai_snn.networks import ConvertibleUNet
-
-BCE_DICE = dict(sigmoid=True, lambda_ce=0.3, lambda_dice=0.7)
-
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +44,11 @@ def converted(trained_ann, hippo_slices):
     return snn, snn_dice, ann_dice
 
 
-def _records(x: torch.Tensor, y: torch.Tensor, names: bool = False) -> list[dict]:
-    if names:  # MONAI meta data, as LoadImaged would give
-        return [
-            {"image": MetaTensor(x[i], meta={"filename_or_obj": f"slice_{i:03d}.nii.gz"}), "label": y[i]}
-            for i in range(len(x))
-        ]
-    return [{"image": x[i], "label": y[i]} for i in range(len(x))]
-
-
-def _loader(records: list[dict], batch_size: int, seed: int = 0) -> DataLoader:
+def _loader(items: list[dict], batch_size: int, seed: int = 0) -> DataLoader:
     """Shuffled with a seeded sampler whose order depends only on the epoch (MONAI's Workflow calls
     ``set_epoch`` at every epoch start), so an interrupted run resumes with the same batches."""
-    sampler = DistributedSampler(records, num_replicas=1, rank=0, shuffle=True, seed=seed)
-    return DataLoader(records, batch_size=batch_size, sampler=sampler, num_workers=0)
+    sampler = DistributedSampler(items, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    return DataLoader(items, batch_size=batch_size, sampler=sampler, num_workers=0)
 
 
 def _val_dice(snn, vx, vy, num_steps: int = 8) -> float:
@@ -89,7 +77,7 @@ def test_finetuning_recovers_dice(converted, hippo_slices, method):
     trainer = SpikingTrainer(
         device="cpu",
         max_epochs=2,
-        train_data_loader=_loader(_records(tx, ty), batch_size=32),
+        train_data_loader=_loader(records(tx, ty), batch_size=32),
         network=snn,
         optimizer=torch.optim.Adam(snn.parameters(), lr=1e-3),
         loss_function=DiceCELoss(**BCE_DICE),
@@ -206,7 +194,7 @@ def _resume_setup(base, tx, ty, save_dir, max_epochs, load_path=None, load_keys=
     snn.num_steps = 4
     optimizer = torch.optim.Adam(snn.parameters(), lr=1e-3)
     trainer = SpikingTrainer(
-        "cpu", max_epochs, _loader(_records(tx[:48], ty[:48]), 16, seed=1), snn, optimizer,
+        "cpu", max_epochs, _loader(records(tx[:48], ty[:48]), 16, seed=1), snn, optimizer,
         DiceCELoss(**BCE_DICE), method="flow",
     )
     save_dict = {"network": snn, "optimizer": optimizer, "trainer": trainer}
@@ -280,12 +268,12 @@ def test_construction_errors(converted, trained_ann, hippo_slices):
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(converted, hippo_slices, tmp_path):
     base, _, _ = converted
     tx, ty = hippo_slices[:2]
-    records = _records(tx[:32], ty[:32], names=True)
+    items = records(tx[:32], ty[:32], names=True)
     snn = copy.deepcopy(base)
     snn.num_steps = 4
     optimizer = torch.optim.Adam(snn.parameters(), lr=1e-3)
     trainer = SpikingTrainer(
-        "cpu", 3, _loader(records, 8), snn, optimizer, DiceCELoss(**BCE_DICE), method="flow"
+        "cpu", 3, _loader(items, 8), snn, optimizer, DiceCELoss(**BCE_DICE), method="flow"
     )
     CheckpointSaver(
         str(tmp_path), {"network": snn, "optimizer": optimizer, "trainer": trainer}, save_interval=1,
@@ -296,7 +284,7 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(converted, hippo
     @trainer.on(IterationEvents.MODEL_COMPLETED)
     def poison(engine):  # after epoch 1 (4 iterations), one label map is corrupted (a new tensor: the records
         if engine.state.iteration == 4:  # hold views of the session fixture, which must stay intact)
-            records[poisoned]["label"] = torch.full_like(records[poisoned]["label"], float("nan"))
+            items[poisoned]["label"] = torch.full_like(items[poisoned]["label"], float("nan"))
 
     with pytest.raises(NonFiniteLossError) as err:
         trainer.run()
@@ -325,7 +313,7 @@ def test_training_without_spike_counts(converted, hippo_slices):
     for count in (True, False):
         snn = copy.deepcopy(converted[0])
         trainer = SpikingTrainer(
-            "cpu", 1, _loader(_records(tx[:16], ty[:16]), 8), snn, torch.optim.SGD(snn.parameters(), lr=0.05),
+            "cpu", 1, _loader(records(tx[:16], ty[:16]), 8), snn, torch.optim.SGD(snn.parameters(), lr=0.05),
             DiceCELoss(**BCE_DICE), method="flow", num_steps=4, count_spikes=count,
         )
         trainer.run()

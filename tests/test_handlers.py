@@ -26,22 +26,16 @@ from monai.transforms import Activationsd, AsDiscreted, Compose
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from conftest import BCE_DICE, records
 from monai_snn.conversion import convert_to_snn
 from monai_snn.energy import estimate_energy
 from monai_snn.engines import SpikingEvaluator, SpikingTrainer
 from monai_snn.handlers import EnergyHandler, FiringRateHandler
 
-BCE_DICE = dict(sigmoid=True, lambda_ce=0.3, lambda_dice=0.7)
-
-
 
 @pytest.fixture(scope="module")
 def snn_base(trained_ann, hippo_slices):
     return convert_to_snn(trained_ann, [hippo_slices[0][:64]], num_steps=8, initial_potential=0.0)
-
-
-def _records(x, y):
-    return [{"image": x[i], "label": y[i]} for i in range(len(x))]
 
 
 def _post():
@@ -62,7 +56,7 @@ def test_firing_rate_and_energy_before_and_after_finetuning(snn_base, hippo_slic
     rates = FiringRateHandler(snn, summary_writer=writer)
     energy = EnergyHandler(snn, summary_writer=writer, save_dir=str(tmp_path / "out"))
     evaluator = SpikingEvaluator(
-        "cpu", DataLoader(_records(vx, vy), batch_size=43), snn, num_steps=8, postprocessing=_post(),
+        "cpu", DataLoader(records(vx, vy), batch_size=43), snn, num_steps=8, postprocessing=_post(),
         key_val_metric={"val_dice": MeanDice(output_transform=from_engine(["pred", "label"]))},
         val_handlers=[rates, energy],
     )
@@ -86,7 +80,7 @@ def test_firing_rate_and_energy_before_and_after_finetuning(snn_base, hippo_slic
     assert metrics["energy_ratio"] == pytest.approx(reference["energy_ratio"], rel=1e-9)
 
     trainer = SpikingTrainer(
-        "cpu", 1, DataLoader(_records(tx, ty), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
+        "cpu", 1, DataLoader(records(tx, ty), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
         snn, torch.optim.Adam(snn.parameters(), lr=1e-3), DiceCELoss(**BCE_DICE), method="flow",
     )
     trainer.run()
@@ -123,7 +117,7 @@ def test_standard_monai_handlers_with_spiking_trainer(snn_base, hippo_slices, tm
     snn = copy.deepcopy(snn_base)
     tb = str(tmp_path / "tb")
     evaluator = SpikingEvaluator(
-        "cpu", DataLoader(_records(vx[:16], vy[:16]), batch_size=8), snn, num_steps=4, postprocessing=_post(),
+        "cpu", DataLoader(records(vx[:16], vy[:16]), batch_size=8), snn, num_steps=4, postprocessing=_post(),
         key_val_metric={"val_dice": MeanDice(output_transform=from_engine(["pred", "label"]))},
         val_handlers=[
             EnergyHandler(snn),
@@ -137,7 +131,7 @@ def test_standard_monai_handlers_with_spiking_trainer(snn_base, hippo_slices, tm
     optimizer = torch.optim.Adam(snn.parameters(), lr=1e-3)
     train_energy = EnergyHandler(snn)
     trainer = SpikingTrainer(
-        "cpu", 2, DataLoader(_records(tx[:32], ty[:32]), batch_size=8), snn, optimizer, DiceCELoss(**BCE_DICE),
+        "cpu", 2, DataLoader(records(tx[:32], ty[:32]), batch_size=8), snn, optimizer, DiceCELoss(**BCE_DICE),
         epoch_length=2, method=method, num_steps=2,
         train_handlers=[
             ValidationHandler(validator=evaluator, interval=1, epoch_level=True),

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,6 @@ def latest_checkpoint(folder: str | os.PathLike, prefix: str = "latest") -> str:
     A file that is not a complete torch archive (a save cut off by a kill, with a non-atomic saver) is skipped with
     a warning, so the resume falls back to the previous checkpoint instead of failing.
     """
-    import zipfile
-
     files = sorted(glob.glob(os.path.join(str(folder), f"{prefix}*.pt")), key=os.path.getmtime, reverse=True)
     for f in files:
         if os.path.getsize(f) > 0 and zipfile.is_zipfile(f):
@@ -269,16 +268,19 @@ def convert_ann(ann: torch.nn.Module, calibration: Any, settings: dict[str, Any]
     )
 
 
+def _load_settings(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"SNN settings file not found: {path} (run the stage that writes it first).")
+    return json.loads(path.read_text())
+
+
 def build_snn(ann: torch.nn.Module, weights: str | os.PathLike, settings: dict | str | None = None):
     """Rebuild a saved SNN: convert ``ann`` without normalization, then load the SNN ``weights``.
 
     ``settings`` is a dict or a json path; by default ``<weights stem>.json`` next to the weights.
     """
     if settings is None or isinstance(settings, (str, os.PathLike)):
-        path = Path(settings) if settings else Path(weights).with_suffix(".json")
-        if not path.is_file():
-            raise FileNotFoundError(f"SNN settings file not found: {path}")
-        settings = json.loads(path.read_text())
+        settings = _load_settings(Path(settings) if settings else Path(weights).with_suffix(".json"))
     s = dict(settings, normalization="none")
     snn = convert_ann(ann, None, s)
     return load_weights(snn, weights)
@@ -287,10 +289,7 @@ def build_snn(ann: torch.nn.Module, weights: str | os.PathLike, settings: dict |
 def finetuned_settings(converted_weights: str | os.PathLike, **changes: Any) -> dict[str, Any]:
     """Settings of a fine-tuned SNN: those stored with the converted SNN it starts from (the conversion actually
     used, e.g. the percentile chosen on validation) updated with ``changes`` (``num_steps``, ``method``, ...)."""
-    path = Path(converted_weights).with_suffix(".json")
-    if not path.is_file():
-        raise FileNotFoundError(f"SNN settings file not found: {path} (run the convert stage first).")
-    return dict(json.loads(path.read_text()), **changes)
+    return dict(_load_settings(Path(converted_weights).with_suffix(".json")), **changes)
 
 
 def save_snn(snn: torch.nn.Module, path: str | os.PathLike, settings: dict[str, Any]) -> str:

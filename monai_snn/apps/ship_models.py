@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from monai_snn.apps.summary import fold_settings
+
 __all__ = ["ship_models", "main"]
 
 
@@ -67,9 +69,7 @@ def ship_models(run_dir: str | Path, fold: int, bundle_root: str | Path) -> dict
         if not src.is_file():
             raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
         shutil.copyfile(src, models / f"{name}_fold{fold}.pt")
-        settings = _read_json(src.with_suffix(".json"))
-        if stage == "finetune":  # conversion keys from the conversion actually used (older runs stored defaults)
-            settings = {**settings, **{k: v for k, v in converted.items() if k != "num_steps"}}
+        settings = fold_settings(fold_dir) if stage == "finetune" else converted
         _write_json(models / f"{name}_fold{fold}.json", dict(settings, source=f"{src} (fold {fold})"))
 
     metrics = {f"mean_dice_3d_ann_fold{fold}": round(evaluation["ann"]["dice_3d_mean"], 4)}

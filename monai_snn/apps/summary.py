@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collect", "summarize", "main"]
+__all__ = ["collect", "fold_settings", "summarize", "main"]
 
 _NETS = ("ann", "converted", "finetuned")
 
@@ -38,9 +38,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, s
 
 
-def _settings(fold_dir: Path) -> dict[str, Any]:
+def fold_settings(fold_dir: str | os.PathLike) -> dict[str, Any]:
     """The fine-tuned SNN's settings, with the conversion keys taken from the converted SNN (the conversion that
-    was actually used, e.g. a percentile chosen on validation)."""
+    was actually used, e.g. a percentile chosen on validation; runs made before the fine-tuned settings were
+    derived from the converted ones stored the default percentile)."""
+    fold_dir = Path(fold_dir)
     conv_p, fine_p = fold_dir / "convert" / "snn_converted.json", fold_dir / "finetune" / "snn_finetuned.json"
     conv = json.loads(conv_p.read_text()) if conv_p.is_file() else {}
     fine = json.loads(fine_p.read_text()) if fine_p.is_file() else {}
@@ -62,7 +64,7 @@ def collect(run_dir: str | os.PathLike) -> dict[str, Any]:
         ev = fd / "evaluate" / "metrics.json"
         if ev.is_file():
             folds[k] = json.loads(ev.read_text())
-            settings = settings or _settings(fd)
+            settings = settings or fold_settings(fd)
         cv = fd / "convert" / "metrics.json"
         if cv.is_file():
             conv = json.loads(cv.read_text())

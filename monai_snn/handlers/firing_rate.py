@@ -167,9 +167,7 @@ class FiringRateHandler:
             return
         self.rates = {name: total / self._count for name, total in self._sums.items()}
         self.history.append(dict(self.rates))
-        engine.state.firing_rates = dict(self.rates)
-        if self.metric_name is not None and self.rates:
-            engine.state.metrics[self.metric_name] = float(np.mean(list(self.rates.values())))
+        engine.state.firing_rates = dict(self.rates)  # the mean is in the metrics already (every iteration)
         if self._writer is None:
             return
         step = engine.state.epoch

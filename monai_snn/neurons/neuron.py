@@ -236,15 +236,8 @@ class SpikingNeuron(nn.Module):
 
     def _step_levels(self, x: torch.Tensor) -> torch.Tensor:
         """Level-by-level firing without gradients (any descending thresholds)."""
-        v = self._integrate(x, inplace=True)
-        out = torch.zeros_like(v)
-        for theta in self.levels:
-            s = (v >= theta).to(v.dtype)
-            if self.signed:
-                s = s - (v <= -theta).to(v.dtype)
-            v.sub_(s * theta)
-            out.add_(s * theta)
-            self._count(s.abs())
+        spikes, _, out, v = _fire_levels(self._integrate(x, inplace=True), self.levels, self.signed)
+        self._count(_spike_count(spikes))
         self.v = v
         return out
 
@@ -287,6 +280,14 @@ def _fire_levels(
     return spikes, membranes, out, v
 
 
+def _spike_count(spikes: list[torch.Tensor]) -> torch.Tensor:
+    """Spikes per element over all levels (signed spikes counted by magnitude)."""
+    count = spikes[0].abs()
+    for s in spikes[1:]:
+        count.add_(s.abs())
+    return count
+
+
 class _SurrogateStep(torch.autograd.Function):
     """One multi-level firing step ``u -> (output, membrane after reset)`` with surrogate gradients.
 
@@ -300,9 +301,7 @@ class _SurrogateStep(torch.autograd.Function):
         ctx.save_for_backward(u)
         ctx.levels, ctx.surrogate, ctx.signed, ctx.detach_reset = levels, surrogate, signed, detach_reset
         spikes, _, out, v = _fire_levels(u, levels, signed)
-        count = spikes[0].abs()
-        for sk in spikes[1:]:
-            count.add_(sk.abs())
+        count = _spike_count(spikes)
         ctx.mark_non_differentiable(count)
         return out, v, count
 
