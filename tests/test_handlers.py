@@ -199,3 +199,54 @@ def test_atomic_checkpoint_saver_and_incomplete_checkpoints(tmp_path):
     time.sleep(0.01)
     (tmp_path / "latest_network_epoch=3.pt").write_bytes(open(good, "rb").read()[:100])
     assert latest_checkpoint(tmp_path) == good
+
+
+class _Bomb:
+    def __reduce__(self):
+        raise KeyboardInterrupt("killed while writing the checkpoint")
+
+
+class _Interruptible(torch.nn.Linear):
+    """A module whose checkpoint cannot be written once ``fail`` is set: a kill in the middle of ``torch.save``."""
+
+    fail = False
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        if self.fail:
+            state["bomb"] = _Bomb()
+        return state
+
+
+@pytest.mark.parametrize("n_saved", [1, 2])
+def test_atomic_checkpoint_saver_keeps_old_files_until_new_ones_are_complete(tmp_path, n_saved):
+    """ignite removes the previous file before it writes the new one; a kill in between used to leave no
+    ``latest_*.pt`` (the resumed run restarted from epoch 0) and no ``best_model.pt``."""
+    import os
+
+    from ignite.engine import Engine
+
+    from monai_snn.apps.bundle_utils import latest_checkpoint
+    from monai_snn.handlers import AtomicCheckpointSaver
+
+    net = _Interruptible(2, 1)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"network": net}, save_interval=1, n_saved=n_saved,
+                                  file_prefix="latest", save_key_metric=True, key_metric_name="m",
+                                  key_metric_filename="best_model.pt")  # fmt: skip
+    engine = Engine(lambda e, b: None)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(m=float(e.state.epoch)))
+
+    def _kill_at_epoch_4(e):
+        net.fail = e.state.epoch == 4
+
+    engine.add_event_handler(Events.EPOCH_COMPLETED, _kill_at_epoch_4)  # registered before the saver: runs first
+    saver.attach(engine)
+    engine.run([0], max_epochs=3)
+    latest = sorted(f for f in os.listdir(tmp_path) if f.startswith("latest"))
+    assert latest == [f"latest_network_epoch={e}.pt" for e in range(4 - n_saved, 4)]  # old files removed after saves
+    with pytest.raises(KeyboardInterrupt):
+        engine.run([0], max_epochs=5)  # resumes the same engine: epoch 4's saves are interrupted
+    assert latest_checkpoint(tmp_path).endswith("epoch=3.pt")
+    assert torch.load(latest_checkpoint(tmp_path), weights_only=True)["weight"].shape == (1, 2)
+    assert torch.load(tmp_path / "best_model.pt", weights_only=True)["weight"].shape == (1, 2)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("tmp")]
