@@ -202,3 +202,15 @@ def test_bptt_step_matches_level_loop(make, signed, detach_reset, surrogate):
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
     if len(n.levels) == 1:  # one spike per non-zero output
         assert n.spike_count.sum() == ref_out.detach().ne(0).sum()
+
+
+def test_bptt_without_spike_counting():
+    """Switching counting off skips the count in the BPTT step; values and gradients stay the same."""
+    xs = (torch.randn(5, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2).requires_grad_()
+    results = []
+    for count in (True, False):
+        n = MultiThresholdNeuron(count_spikes=count)
+        outs = torch.stack([n(x) for x in xs])
+        results.append((outs, torch.autograd.grad(outs.sum(), xs)[0]))
+        assert (n.spike_count is None) == (not count)
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)

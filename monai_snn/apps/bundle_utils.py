@@ -539,8 +539,8 @@ def run_evaluation(
             logger.warning("%s SNN weights not found (%s): skipped.", name, weights)
             metrics[name] = None
             continue
-        snn = build_snn(copy.deepcopy(ann), weights)
-        settings = json.loads(Path(weights).with_suffix(".json").read_text())
+        settings = _load_settings(Path(weights).with_suffix(".json"))
+        snn = build_snn(copy.deepcopy(ann), weights, settings)
         T = int(steps if steps is not None else settings.get("eval_steps", settings["num_steps"]))
         y, *_ = predict(snn, test_slices, num_steps=T)
         masks[name] = y > 0
@@ -566,7 +566,8 @@ def run_evaluation(
         for k in ("ann", "converted", "finetuned"):
             if metrics[k]:
                 w.add_scalar(f"test/{k}_dice_3d", metrics[k]["dice_3d_mean"], 0)
-        fg = (lab.flatten(1).sum(1) > 0).nonzero().flatten()[:: max(1, int((lab.flatten(1).sum(1) > 0).sum()) // 4)][:4]
+        fg = (lab.flatten(1).sum(1) > 0).nonzero().flatten()  # slices with hippocampus: 4 spread over the fold
+        fg = fg[:: max(1, len(fg) // 4)][:4]
         if len(fg):
             xs = torch.stack([test_slices[int(i)]["image"] for i in fg])
             names = [k for k in ("ann", "converted", "finetuned") if k in masks]

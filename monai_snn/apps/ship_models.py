@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from monai_snn.apps.bundle_utils import write_json
 from monai_snn.apps.summary import fold_settings
 
 __all__ = ["ship_models", "main"]
@@ -30,10 +31,6 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the fold's stages first (monai_snn.apps.cross_validation).")
     return json.loads(path.read_text())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def ship_models(run_dir: str | Path, fold: int, bundle_root: str | Path) -> dict[str, float]:
@@ -62,7 +59,7 @@ def ship_models(run_dir: str | Path, fold: int, bundle_root: str | Path) -> dict
     torch.save(state, str(models / f"ann_fold{fold}.pt"))
     args = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "channels": converted["channels"],
             "bias": converted["bias"], "dropout": converted["dropout"]}  # fmt: skip
-    _write_json(models / f"ann_fold{fold}.json",
+    write_json(models / f"ann_fold{fold}.json",
                 {"network": "monai_snn.networks.ConvertibleUNet", "args": args, "source": str(ckpt)})  # fmt: skip
     for stage, name in (("convert", "snn_converted"), ("finetune", "snn_finetuned")):
         src = fold_dir / stage / f"{name}.pt"
@@ -70,7 +67,7 @@ def ship_models(run_dir: str | Path, fold: int, bundle_root: str | Path) -> dict
             raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
         shutil.copyfile(src, models / f"{name}_fold{fold}.pt")
         settings = fold_settings(fold_dir) if stage == "finetune" else converted
-        _write_json(models / f"{name}_fold{fold}.json", dict(settings, source=f"{src} (fold {fold})"))
+        write_json(models / f"{name}_fold{fold}.json", dict(settings, source=f"{src} (fold {fold})"))
 
     metrics = {f"mean_dice_3d_ann_fold{fold}": round(evaluation["ann"]["dice_3d_mean"], 4)}
     conv_t, fine_t = evaluation["converted"]["num_steps"], evaluation["finetuned"]["num_steps"]

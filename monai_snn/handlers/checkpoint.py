@@ -30,8 +30,12 @@ class _SaveBeforeRemove(DiskSaver):
         self.dirname = inner.dirname
         self.save_on_rank = inner.save_on_rank
         self.kwargs = inner.kwargs
-        self._atomic = True
         self._pending: list[str] = []
+
+    @property
+    def _atomic(self) -> bool:  # type: ignore[override]
+        """Whether the wrapped saver writes atomically (it always does once wrapped)."""
+        return self.inner._atomic
 
     def _target(self, filename: str) -> str:
         return getattr(self.inner, "filename", None) or filename  # MONAI's saver may map every name to one file

@@ -237,7 +237,8 @@ class SpikingNeuron(nn.Module):
     def _step_levels(self, x: torch.Tensor) -> torch.Tensor:
         """Level-by-level firing without gradients (any descending thresholds)."""
         spikes, _, out, v = _fire_levels(self._integrate(x, inplace=True), self.levels, self.signed)
-        self._count(_spike_count(spikes))
+        if self.spike_count is not None:
+            self._count(_spike_count(spikes))
         self.v = v
         return out
 
@@ -249,8 +250,11 @@ class SpikingNeuron(nn.Module):
         four levels). Gradients are those of the plain level loop (tested against it).
         """
         u = self._integrate(x, inplace=False)
-        out, v, spikes = _SurrogateStep.apply(u, self.levels, self.surrogate, self.signed, self.detach_reset)
-        self._count(spikes)
+        out, v, spikes = _SurrogateStep.apply(
+            u, self.levels, self.surrogate, self.signed, self.detach_reset, self.spike_count is not None
+        )
+        if spikes is not None:
+            self._count(spikes)
         self.v = v
         return out
 
@@ -291,19 +295,22 @@ def _spike_count(spikes: list[torch.Tensor]) -> torch.Tensor:
 class _SurrogateStep(torch.autograd.Function):
     """One multi-level firing step ``u -> (output, membrane after reset)`` with surrogate gradients.
 
-    Forward: the greedy level loop; also returns the number of spikes per element (not differentiable).
+    Forward: the greedy level loop; also returns the number of spikes per element (not differentiable; ``None``
+    unless ``count``).
     Backward: the level loop's chain rule in reverse, with ``ds/du`` from the surrogate (``g(u, theta) +
     g(-u, theta)`` when signed) and no gradient through the reset when ``detach_reset``. Only ``u`` is saved.
     """
 
     @staticmethod
-    def forward(ctx, u, levels, surrogate, signed, detach_reset):  # type: ignore[override]
+    def forward(ctx, u, levels, surrogate, signed, detach_reset, count):  # type: ignore[override]
         ctx.save_for_backward(u)
         ctx.levels, ctx.surrogate, ctx.signed, ctx.detach_reset = levels, surrogate, signed, detach_reset
         spikes, _, out, v = _fire_levels(u, levels, signed)
-        count = _spike_count(spikes)
-        ctx.mark_non_differentiable(count)
-        return out, v, count
+        if not count:
+            return out, v, None
+        counts = _spike_count(spikes)
+        ctx.mark_non_differentiable(counts)
+        return out, v, counts
 
     @staticmethod
     def backward(ctx, grad_out, grad_v, _grad_count):  # type: ignore[override]
@@ -317,7 +324,7 @@ class _SurrogateStep(torch.autograd.Function):
                 ds = ds + ctx.surrogate.grad(-v, theta)
             g_s = theta * g_out if ctx.detach_reset else theta * (g_out - g_u)
             g_u = g_u + g_s * ds
-        return g_u, None, None, None, None
+        return g_u, None, None, None, None, None
 
 
 class _StraightThroughFlow(torch.autograd.Function):
