@@ -83,19 +83,61 @@ def prepare_data(
 
 
 def all_items(datalist: str) -> list[dict]:
-    """Every item of a datalist (absolute paths), checked to exist."""
+    """Every item of a datalist (paths resolved against its folder), each pair validated as in data preparation.
+
+    Args:
+        datalist: a datalist json with a ``"training"`` list of ``{"image", "label"}`` items.
+
+    Raises:
+        FileNotFoundError: when the datalist or a file it names does not exist.
+        ValueError: when the datalist is empty or not a datalist, or a pair is invalid (see :func:`_check_items`).
+    """
+    from monai_snn.apps.hippocampus import read_datalist
+
     path = Path(datalist)
-    items = json.loads(path.read_text())["training"]
+    items = read_datalist(path)["training"]
+    for i, it in enumerate(items):
+        if not isinstance(it, dict) or not all(isinstance(it.get(k), str) for k in ("image", "label")):
+            raise ValueError(
+                f"item {i} of datalist {datalist} is {it!r}; expected a dict with one 'image' and one 'label' path."
+            )
     out = [dict(it, image=str(path.parent / it["image"]), label=str(path.parent / it["label"])) for it in items]
     _check_items(out, datalist)
     return out
 
 
 def _check_items(items: Sequence[dict], datalist: str) -> None:
+    """Validate every image / label pair of ``items`` with :func:`monai_snn.apps.hippocampus.load_pair`.
+
+    What data preparation checks (readable 3D NIfTI files, same shape and affine, finite intensities, labels in
+    {0, 1, 2}) holds for a user's datalist too; an empty label warns, naming the file.
+
+    Args:
+        items: data dicts with ``"image"`` and ``"label"`` paths.
+        datalist: the datalist they come from (named in the messages).
+
+    Raises:
+        FileNotFoundError: when a file does not exist (the message names it and the datalist).
+        ValueError: when ``items`` is empty or a pair is invalid (the message names the file and the datalist).
+    """
+    from monai_snn.apps.hippocampus import load_pair
+
+    if not items:
+        raise ValueError(
+            f"datalist {datalist} holds no items; expected at least one image / label pair under "
+            "'training' (leave --datalist unset to prepare --data_dir instead)."
+        )
     for it in items:
         for key in ("image", "label"):
+            if not isinstance(it.get(key), str):
+                raise ValueError(f"an item of datalist {datalist} has {key}={it.get(key)!r}; expected one file path.")
             if not os.path.isfile(it[key]):
                 raise FileNotFoundError(f"{key} file named in {datalist} does not exist: {it[key]}")
+    for it in items:
+        try:
+            load_pair(it["image"], it["label"])
+        except ValueError as e:
+            raise ValueError(f"invalid pair in datalist {datalist}: {e}") from None  # the message says it all
 
 
 def fold_split(
@@ -103,11 +145,30 @@ def fold_split(
 ) -> dict[str, list[dict]]:
     """Train / validation / test items of one fold; the validation split comes from the training folds only.
 
-    Every file is checked before anything else runs, so a datalist naming a missing file fails at once with
-    a message naming it.
+    Every pair is validated (see :func:`_check_items`) before anything else runs, so a datalist naming a missing,
+    corrupt or mismatched file fails at once with a message naming it.
+
+    Args:
+        datalist: a datalist json whose items have ``"image"``, ``"label"`` and ``"fold"``.
+        fold: the test fold.
+        num_folds: number of folds (checked against the datalist's ``"num_folds"`` when it has one).
+        val_fraction: fraction of the training subjects held out for validation.
+        seed: seed of the validation split.
+
+    Raises:
+        FileNotFoundError: when the datalist or a file it names does not exist.
+        ValueError: when the datalist is empty, the test fold or the training folds hold no item, or a pair is
+            invalid. The message names the datalist (and the file).
     """
     train, test = load_datalist_folds(datalist, fold=int(fold), num_folds=int(num_folds))
     _check_items(train + test, datalist)
+    for part, name in ((test, f"test volume in fold {fold}"), (train, f"training volume outside fold {fold}")):
+        if not part:
+            folds = sorted({int(it["fold"]) for it in train + test})
+            raise ValueError(
+                f"datalist {datalist} holds no {name} (its items are in folds {folds}, num_folds={num_folds}); "
+                "give every fold at least one item, or choose --fold / --num_folds accordingly."
+            )
     train, val = split_validation(train, fraction=float(val_fraction), seed=int(seed))
     if not val:
         val = train[:1]
@@ -123,7 +184,19 @@ def encoding_range(encoding: str) -> tuple[float, float]:
 
 
 def make_slices(items: Sequence[dict], encoding: str = "static", foreground_only: bool = False) -> list[dict]:
-    """2D slices (axis 0) of the volumes, scaled for ``encoding``."""
+    """2D slices (axis 0) of the volumes, scaled for ``encoding``.
+
+    Args:
+        items: data dicts with ``"image"`` and ``"label"`` paths of volumes that share one slice size.
+        encoding: input encoding, which sets the intensity range (see :func:`encoding_range`).
+        foreground_only: keep only slices that contain label.
+
+    Raises:
+        ValueError: when ``items`` is empty, a pair is invalid or the volumes differ in slice size (see
+            :func:`monai_snn.apps.slices.volume_slices`).
+    """
+    if not items:
+        raise ValueError("no volumes to cut into slices: the item list is empty (check the datalist and the fold).")
     return volume_slices(items, axis=0, value_range=encoding_range(encoding), foreground_only=foreground_only)
 
 
@@ -523,8 +596,14 @@ def run_evaluation(
     """Stage 4: ANN, converted SNN and fine-tuned SNN on ``test_slices`` -> ``metrics.json`` + TensorBoard text.
 
     Missing SNN weights are skipped (their entry is ``null``); ``*_steps=None`` uses the T stored with the weights.
+
+    Raises:
+        ValueError: when ``test_slices`` is empty.
     """
     import copy
+
+    if not test_slices:
+        raise ValueError("no test slices to evaluate: the evaluated datalist or fold holds no volume.")
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -633,9 +712,17 @@ def run_inference(
 ) -> list[str]:
     """NIfTI crops in ``input_dir`` -> binary NIfTI masks in ``output_dir`` with the same geometry.
 
-    MONAI ``LoadImaged`` -> percentile scaling as in training -> ``DivisiblePadd`` (in-plane, to ``divisor``) ->
-    slices along axis 0 through the SNN -> sigmoid > ``threshold`` -> inverse of the padding (``Invertd``) ->
-    ``SaveImage`` (``<name>_seg.nii.gz``, affine and shape of the input).
+    Every input file is validated first with :func:`monai_snn.apps.hippocampus.load_image` (a readable 3D
+    single-channel NIfTI volume with finite intensities), so a bad file fails, named, before the network runs
+    and before any mask is written. Then: MONAI ``LoadImaged`` -> percentile scaling as in training ->
+    ``DivisiblePadd`` (in-plane, to ``divisor``) -> slices along axis 0 through the SNN -> sigmoid > ``threshold``
+    -> inverse of the padding (``Invertd``) -> ``SaveImage`` (``<name>_seg.nii.gz``, affine and shape of the
+    input).
+
+    Raises:
+        FileNotFoundError: when ``input_dir`` holds no ``.nii`` / ``.nii.gz`` file.
+        ValueError: when an input file is empty, truncated, not NIfTI, not a 3D single-channel volume or holds
+            NaN / infinite voxels. The message names the file.
     """
     from monai.data import MetaTensor
     from monai.transforms import (
@@ -648,9 +735,14 @@ def run_inference(
         ScaleIntensityRangePercentilesd,
     )
 
+    from monai_snn.apps.hippocampus import load_image
+
     files = sorted(glob.glob(os.path.join(str(input_dir), "*.nii*")))
     if not files:
-        raise FileNotFoundError(f"no .nii / .nii.gz file found in {input_dir}.")
+        missing = "" if os.path.isdir(input_dir) else " (the folder does not exist)"
+        raise FileNotFoundError(f"no .nii / .nii.gz file found in {input_dir}{missing}; pass --input_dir <folder>.")
+    for f in files:
+        load_image(f, role="inference input")
     lo, hi = encoding_range(encoding)
     pre = Compose(
         [

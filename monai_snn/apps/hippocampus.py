@@ -49,6 +49,7 @@ __all__ = [
     "MSD_TASK",
     "SLICE_AXIS",
     "default_data_dir",
+    "load_image",
     "load_pair",
     "crop_box_around_structure",
     "crop_pairs_to_folder",
@@ -57,6 +58,7 @@ __all__ = [
     "fit_to_box",
     "prepare_msd_folder",
     "load_datalist_folds",
+    "read_datalist",
     "split_validation",
     "download_msd_hippocampus",
 ]
@@ -205,18 +207,29 @@ def _arrays(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+_EXPECTED_VOLUME = "a 3D single-channel .nii/.nii.gz volume"
+
+
 def _read(path: Path, role: str) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
+    """NIfTI image and voxel array of ``path``; every failure is a ``ValueError`` naming the file and the cause."""
     if not path.is_file():
         raise FileNotFoundError(f"{role} file not found: {path} (expected an existing .nii/.nii.gz file).")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{role} file {path} is empty (0 bytes); expected {_EXPECTED_VOLUME}.")
     try:
         img = nib.load(str(path))
     except _READ_ERRORS as e:
         raise ValueError(
             f"{role} file {path} is not a readable NIfTI file ({type(e).__name__}: {e}); "
-            "expected a complete .nii/.nii.gz volume."
+            f"expected {_EXPECTED_VOLUME}."
         ) from e
-    if len(img.shape) != 3:
-        raise ValueError(f"{role} file {path} has shape {img.shape} ({len(img.shape)}D); expected a 3D volume.")
+    shape = tuple(int(n) for n in img.shape)
+    if len(shape) != 3:
+        hint = f", i.e. {shape[3]} channels or time points" if len(shape) == 4 else ""
+        raise ValueError(
+            f"{role} file {path} has shape {shape} ({len(shape)}D{hint}); expected a 3D volume with one channel "
+            "(one value per voxel). Split multi-channel or 4D images into 3D volumes first."
+        )
     try:
         data = np.asanyarray(img.dataobj)
     except _READ_ERRORS as e:
@@ -224,7 +237,50 @@ def _read(path: Path, role: str) -> tuple[nib.spatialimages.SpatialImage, np.nda
             f"{role} file {path} is truncated or corrupt, its voxel data cannot be read "
             f"({type(e).__name__}: {e}); expected a complete .nii/.nii.gz volume."
         ) from e
+    if data.dtype.fields is not None or not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ValueError(
+            f"{role} file {path} holds {data.dtype} voxels (e.g. RGB or complex); expected one real value per voxel."
+        )
     return img, data
+
+
+def _check_finite(data: np.ndarray, path: PathLike, role: str) -> None:
+    bad = ~np.isfinite(data)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{role} {path} has {int(bad.sum())} NaN/infinite voxel(s) (first at {first}); "
+            "expected finite intensities. Fix or drop the volume."
+        )
+
+
+def load_image(path: PathLike, role: str = "image") -> nib.Nifti1Image:
+    """
+    Load one image volume and check that it can be fed to the networks: the validation every entry point uses
+    (data preparation and datalists through :func:`load_pair`, 2D slicing, bundle inference).
+
+    Args:
+        path: path of the image (``.nii`` or ``.nii.gz``).
+        role: what the file is, for the error messages (``"image"``, ``"inference input"``, ...).
+
+    Returns:
+        the image with its voxels in memory as ``float32``; affine and units are kept.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when the file is empty (0 bytes), not a readable NIfTI file, truncated, not 3D (4D, or a
+            channel axis), holds non-numeric voxels, or holds NaN / infinite voxels. The message names the file.
+
+    Example::
+
+        img = load_image("imagesTr/hippocampus_001.nii.gz")
+        img.shape, img.get_fdata().dtype  # (35, 51, 35), float64
+    """
+    path = Path(path)
+    img, data = _read(path, role)
+    data = np.asarray(data, dtype=np.float32)
+    _check_finite(data, path, role)
+    return _new_image(data, img.affine, img)
 
 
 def load_pair(
@@ -244,9 +300,10 @@ def load_pair(
 
     Raises:
         FileNotFoundError: when one of the files does not exist.
-        ValueError: when a file is not a readable or is a truncated NIfTI file, is not 3D, when the image and
-            the label differ in shape or affine (``atol=1e-3``), when the label holds values outside
-            ``label_values``, or when the image holds NaN / infinite voxels. The message names the file.
+        ValueError: when a file is empty, not a readable or a truncated NIfTI file, or not 3D, when the image
+            holds NaN / infinite voxels (see :func:`load_image`), when the image and the label differ in shape or
+            affine (``atol=1e-3``), or when the label holds values outside ``label_values``. The message names
+            the file.
 
     Warns:
         UserWarning: when the label map is empty (no foreground voxel); the pair is still returned.
@@ -261,7 +318,7 @@ def load_pair(
     for role, path in (("image", image_path), ("label", label_path)):
         if not path.is_file():
             raise FileNotFoundError(f"{role} file not found: {path} (expected an existing .nii/.nii.gz file).")
-    img, img_data = _read(image_path, "image")
+    img = load_image(image_path, "image")
     lab, lab_data = _read(label_path, "label")
 
     if img.shape != lab.shape:
@@ -274,15 +331,6 @@ def load_pair(
             f"affine mismatch between image {image_path} and label {label_path}; expected the same affine "
             f"(atol 1e-3), got\n{np.array2string(img.affine, precision=4)}\nand\n"
             f"{np.array2string(lab.affine, precision=4)}"
-        )
-
-    img_data = np.asarray(img_data, dtype=np.float32)
-    bad = ~np.isfinite(img_data)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"image {image_path} has {int(bad.sum())} NaN/infinite voxel(s) (first at {first}); "
-            "expected finite intensities."
         )
 
     values = np.unique(lab_data)
@@ -304,7 +352,7 @@ def load_pair(
     if top == 0:
         warnings.warn(f"label {label_path} is empty (no foreground voxel).", UserWarning, stacklevel=2)
 
-    return _new_image(img_data, img.affine, img), _new_image(lab_data, img.affine, lab)
+    return img, _new_image(lab_data, img.affine, lab)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -799,7 +847,9 @@ def load_datalist_folds(
         ``(train_items, test_items)``: MONAI data dicts with absolute ``"image"`` / ``"label"`` paths.
 
     Raises:
-        ValueError: when ``fold`` is out of range or ``num_folds`` differs from the datalist.
+        FileNotFoundError: when ``datalist_path`` does not exist.
+        ValueError: when the datalist is not valid JSON, has no ``"training"`` list, an item has no integer
+            ``"fold"``, ``fold`` is out of range or ``num_folds`` differs from the datalist.
 
     Example::
 
@@ -807,16 +857,54 @@ def load_datalist_folds(
         train, val = split_validation(train, fraction=0.125, seed=0)
     """
     datalist_path = Path(datalist_path)
-    meta = json.loads(datalist_path.read_text())
+    meta = read_datalist(datalist_path)
     stored = int(meta.get("num_folds", num_folds))
     if stored != num_folds:
         raise ValueError(f"{datalist_path} has {stored} folds, but num_folds={num_folds} was asked.")
     if not 0 <= fold < num_folds:
         raise ValueError(f"fold must be in [0, {num_folds}), got {fold}.")
     items = load_decathlon_datalist(datalist_path, True, "training", base_dir=datalist_path.parent)
-    train = [it for it in items if int(it["fold"]) != fold]
-    test = [it for it in items if int(it["fold"]) == fold]
+    folds = []
+    for i, it in enumerate(items):
+        try:
+            folds.append(int(it["fold"]))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"item {i} of datalist {datalist_path} has no integer 'fold' (got {it.get('fold')!r}); expected "
+                "items {'image', 'label', 'fold'} as prepare_msd_folder writes them."
+            ) from None
+    train = [it for it, k in zip(items, folds) if k != fold]
+    test = [it for it, k in zip(items, folds) if k == fold]
     return train, test
+
+
+def read_datalist(datalist_path: PathLike) -> dict[str, Any]:
+    """
+    The JSON content of a datalist, checked to hold a ``"training"`` list.
+
+    Args:
+        datalist_path: the datalist file (MSD / MONAI layout, e.g. written by :func:`prepare_msd_folder`).
+
+    Returns:
+        the parsed JSON object.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when it is not valid JSON or has no ``"training"`` list. The message names the file.
+    """
+    datalist_path = Path(datalist_path)
+    if not datalist_path.is_file():
+        raise FileNotFoundError(f"datalist not found: {datalist_path} (expected a datalist.json file).")
+    try:
+        meta = json.loads(datalist_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"datalist {datalist_path} is not valid JSON ({e}).") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("training"), list):
+        raise ValueError(
+            f"datalist {datalist_path} has no 'training' list; expected "
+            '{"training": [{"image": ..., "label": ..., "fold": ...}, ...]}.'
+        )
+    return meta
 
 
 def split_validation(

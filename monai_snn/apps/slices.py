@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import DiceMetric
-from monai.transforms import LoadImage, ScaleIntensityRangePercentiles
+from monai.transforms import ScaleIntensityRangePercentiles
+
+from monai_snn.apps.hippocampus import load_pair
 
 __all__ = ["volume_slices", "stack_slices", "dice_2d_3d", "SLICE_INTENSITY"]
 
@@ -24,8 +26,11 @@ def volume_slices(
 ) -> list[dict[str, Any]]:
     """Load 3D image/label volumes and cut them into 2D slice dicts for MONAI datasets.
 
-    Intensities are scaled per volume from the 0.5th-99.5th percentile to ``value_range`` (``(0, 1)`` for
-    binary Poisson coding, ``(-1, 1)`` for ternary) and clipped; labels are binarised (``> 0``).
+    Every pair is validated with :func:`monai_snn.apps.hippocampus.load_pair` (readable 3D NIfTI files, same
+    grid, finite intensities, whole-number labels; an empty label warns), and all volumes must share one slice
+    size, so that slices can be batched. Intensities are scaled per volume from the 0.5th-99.5th percentile to
+    ``value_range`` (``(0, 1)`` for binary Poisson coding, ``(-1, 1)`` for ternary) and clipped; labels are
+    binarised (``> 0``).
 
     Args:
         items: dicts with ``"image"`` and ``"label"`` file paths (e.g. from ``load_datalist_folds``).
@@ -38,24 +43,38 @@ def volume_slices(
         one dict per slice: ``image`` and ``label`` ``[1, H, W]`` float tensors, ``subject`` (index into
         ``items``), ``slice`` (position along ``axis``) and ``image_path``.
 
+    Raises:
+        FileNotFoundError: when a file does not exist.
+        ValueError: when a pair is invalid (see ``load_pair``; the message names the file) or two volumes differ
+            in slice size (the message names both files and their sizes).
+
     Example::
 
         train_slices = volume_slices(train_items)
         ds = monai.data.Dataset(train_slices)
     """
-    loader = LoadImage(image_only=True, ensure_channel_first=False)
     lo, hi = value_range
     scale = ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=lo, b_max=hi, clip=True)
     out: list[dict[str, Any]] = []
     iterator = enumerate(items)
     if progress is not None:
         iterator = progress(iterator, total=len(items))
+    first: tuple[tuple[int, ...], str] | None = None  # slice size of the first volume, and its file
     for idx, item in iterator:
-        img = torch.as_tensor(np.asarray(loader(item["image"]), dtype=np.float32))
-        lab = torch.as_tensor(np.asarray(loader(item["label"])) > 0, dtype=torch.float32)
-        if img.ndim != 3 or img.shape != lab.shape:
-            raise ValueError(f"{item['image']}: expected a 3D volume matching its label, got {tuple(img.shape)}"
-                             f" and {tuple(lab.shape)}.")
+        img_nii, lab_nii = load_pair(item["image"], item["label"], label_values=None)
+        img = torch.as_tensor(np.asarray(img_nii.dataobj, dtype=np.float32))
+        lab = torch.as_tensor(np.asarray(lab_nii.dataobj) > 0, dtype=torch.float32)
+        size = tuple(n for d, n in enumerate(img.shape) if d != axis % img.ndim)
+        if first is None:
+            first = (size, str(item["image"]))
+        elif size != first[0]:
+            raise ValueError(
+                f"volumes of different slice sizes cannot be sliced together: {item['image']} has slices of "
+                f"{size[0]} x {size[1]} (shape {tuple(img.shape)}, slice axis {axis}) but {first[1]} has "
+                f"{first[0][0]} x {first[0][1]}. Prepare the folder so that every volume has one box "
+                "(monai_snn.apps.hippocampus.prepare_msd_folder; the bundle does it when no --datalist is given), "
+                "or crop / pad the volumes to one size."
+            )
         img = torch.as_tensor(scale(img[None]))[0]
         for k in range(img.shape[axis]):
             lab_k = lab.select(axis, k)

@@ -98,7 +98,9 @@ def convert_to_snn(
         ``[B, K, *spatial]``.
 
     Raises:
-        ValueError: bad parameters, unsupported layers, empty calibration data.
+        ValueError: bad parameters (e.g. non-positive or non-finite ``thresholds``; the message names the
+            parameter and its value), unsupported layers, empty calibration data, or a calibration batch that is
+            not floating point or holds NaN / infinite values (the message names the batch).
 
     Example::
 

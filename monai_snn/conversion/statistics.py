@@ -15,8 +15,13 @@ __all__ = ["ActivationStatistics", "iterate_calibration", "robust_percentile"]
 def iterate_calibration(calibration_data: Iterable) -> Iterable[torch.Tensor]:
     """Yield input batches from an iterable of tensors or of dicts with an ``"image"`` key (MONAI data loaders).
 
+    Every batch is checked to be a floating-point tensor with finite values: a single NaN voxel would make every
+    percentile NaN and every layer scale meaningless.
+
     Raises:
-        ValueError: an item is neither a tensor nor a dict with ``"image"``, or the iterable is empty.
+        ValueError: an item is neither a tensor nor a dict with ``"image"``, a batch is not floating point or holds
+            NaN / infinite values (the message names the batch, and the file where the batch records it), or the
+            iterable is empty.
     """
     if calibration_data is None:
         raise ValueError("calibration_data is required for this normalization (an iterable of batches).")
@@ -24,16 +29,44 @@ def iterate_calibration(calibration_data: Iterable) -> Iterable[torch.Tensor]:
         calibration_data = [calibration_data]
     count = 0
     for i, item in enumerate(calibration_data):
+        names = None
         if isinstance(item, dict):
             if "image" not in item:
                 raise ValueError(f"calibration_data item {i} is a dict without an 'image' key (keys: {sorted(item)}).")
+            names = item.get("image_path")
             item = item["image"]
         if not isinstance(item, torch.Tensor):
             raise ValueError(f"calibration_data item {i} must be a tensor or a dict with 'image', got {type(item).__name__}.")
+        _check_batch(item, i, names)
         count += 1
         yield item.as_tensor() if hasattr(item, "as_tensor") else item
     if count == 0:
         raise ValueError("calibration_data is empty: give at least one batch of training images.")
+
+
+def _check_batch(batch: torch.Tensor, index: int, names: Sequence[str] | str | None = None) -> None:
+    """Raise a ``ValueError`` naming calibration batch ``index`` (and its sample's file) when it is unusable."""
+    if not batch.is_floating_point():
+        raise ValueError(
+            f"calibration batch {index} has dtype {batch.dtype}; expected a floating-point tensor (e.g. x.float())."
+        )
+    finite = torch.isfinite(batch)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).sum())
+    where = ""
+    if batch.ndim > 0:
+        sample = int((~finite).flatten(1).any(1).nonzero()[0]) if batch.ndim > 1 else 0
+        if names is None and hasattr(batch, "meta"):
+            names = batch.meta.get("filename_or_obj")
+        name = names if isinstance(names, str) else None
+        if isinstance(names, (list, tuple)) and sample < len(names):
+            name = str(names[sample])
+        where = f", first in sample {sample}" + (f" (from {name})" if name else "")
+    raise ValueError(
+        f"calibration batch {index} holds {bad} NaN/infinite value(s){where}; calibration data must be finite. "
+        "Check the images it was made from (monai_snn.apps.hippocampus.load_image names a bad file)."
+    )
 
 
 def robust_percentile(values: torch.Tensor, percentile: float) -> float:
@@ -99,10 +132,20 @@ class ActivationStatistics:
         self.values[name].append(flat)
 
     def percentile(self, percentile: float) -> dict[str, float]:
-        """Node name -> percentile of its recorded values; all-zero layers warn and get 1.0 (nothing to scale)."""
+        """Node name -> percentile of its recorded values; all-zero layers warn and get 1.0 (nothing to scale).
+
+        Raises:
+            ValueError: when a layer's recorded activations hold NaN / infinite values (calibration inputs are
+                checked by :func:`iterate_calibration`, so the ANN's weights are not finite or overflow).
+        """
         result = {}
         for name in self.nodes:
             vals = torch.cat(self.values[name]) if self.values[name] else torch.zeros(0)
+            if not bool(torch.isfinite(vals).all()):
+                raise ValueError(
+                    f"layer {name!r}: calibration activations hold NaN/infinite values although the calibration "
+                    "inputs are finite; the ANN's weights are not finite (or overflow): check the checkpoint."
+                )
             lam = robust_percentile(vals, percentile)
             if not lam > 0:
                 lam = float(vals.max()) if vals.numel() else 0.0

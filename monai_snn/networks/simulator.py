@@ -205,9 +205,22 @@ class SpikingSimulator(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ``ValueError`` naming the problem when ``x`` does not fit the network."""
+        """Check that ``x`` fits the network before anything is simulated.
+
+        Args:
+            x: the input batch ``[B, C, *spatial]``.
+
+        Raises:
+            TypeError: when ``x`` is not a floating-point tensor.
+            ValueError: when ``x`` has the wrong number of dimensions or channels, or holds NaN / infinite values.
+        """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"SpikingSimulator expects a torch.Tensor, got {type(x).__name__}.")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"SpikingSimulator expects a floating-point input tensor, got dtype {x.dtype}; pass a float tensor "
+                "(e.g. x.float(), scaled as in training)."
+            )
         if self.spatial_dims is not None and x.ndim != self.spatial_dims + 2:
             raise ValueError(
                 f"expected input [B, C, *spatial] with {self.spatial_dims} spatial dimensions "
@@ -215,6 +228,12 @@ class SpikingSimulator(nn.Module):
             )
         if self.in_channels is not None and (x.ndim < 2 or x.shape[1] != self.in_channels):
             raise ValueError(f"expected {self.in_channels} input channel(s), got input of shape {tuple(x.shape)}.")
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(
+                f"SpikingSimulator input holds {bad} NaN/infinite value(s) (shape {tuple(x.shape)}); expected finite "
+                "values: a NaN input silences or saturates every neuron. Check the image it comes from."
+            )
 
     def _chunk(self) -> int:
         if self.chunk_size is not None:

@@ -27,11 +27,15 @@ __all__ = ["SpikingNeuron", "IFNeuron", "MultiThresholdNeuron", "LIFNeuron"]
 
 
 def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
-    levels = tuple(float(t) for t in thresholds)
+    """Relative threshold levels as floats; raises a ``ValueError`` naming ``thresholds`` when they are unusable."""
+    try:
+        levels = tuple(float(t) for t in thresholds)
+    except (TypeError, ValueError):
+        raise ValueError(f"thresholds must be a sequence of numbers, got {thresholds!r}.") from None
     if len(levels) == 0:
         raise ValueError("thresholds must contain at least one value.")
-    if any(not t > 0 for t in levels):
-        raise ValueError(f"thresholds must all be positive, got {levels}.")
+    if any(not (t > 0 and math.isfinite(t)) for t in levels):
+        raise ValueError(f"thresholds must all be positive and finite, got {levels}.")
     if any(a <= b for a, b in zip(levels, levels[1:])):
         raise ValueError(f"thresholds must be strictly descending (highest first), got {levels}.")
     return levels
@@ -57,6 +61,11 @@ class SpikingNeuron(nn.Module):
             stored: the accumulated output is recovered from the final membrane (soft reset conserves charge);
             with leak the output flow (threshold-weighted spikes summed over time) is accumulated.
 
+    Raises:
+        ValueError: when ``thresholds`` is empty, not strictly descending or holds a non-positive or non-finite
+            level, ``v_threshold`` is not positive and finite, ``initial_potential`` is not in ``[0, 1)`` or
+            ``leak`` is not in ``(0, 1]``. The message names the parameter and its value.
+
     Example::
 
         neuron = SpikingNeuron(thresholds=(2.0, 1.0, 0.5, 0.25), initial_potential=0.5)
@@ -76,8 +85,8 @@ class SpikingNeuron(nn.Module):
         record_flow: bool = False,
     ) -> None:
         super().__init__()
-        if not v_threshold > 0:
-            raise ValueError(f"v_threshold must be positive, got {v_threshold}.")
+        if not (v_threshold > 0 and math.isfinite(v_threshold)):
+            raise ValueError(f"v_threshold must be positive and finite, got {v_threshold}.")
         if not 0.0 <= initial_potential < 1.0:
             raise ValueError(f"initial_potential must be in [0, 1), got {initial_potential}.")
         if not 0.0 < leak <= 1.0:
