@@ -268,18 +268,31 @@ class BestMetricState:
         self.engine.state.best_metric_epoch = int(state["best_metric_epoch"])
 
 
-def restore_best(saver: Any, best_metric_state: BestMetricState, path: str | os.PathLike) -> bool:
-    """Before a resumed run: load the interrupted run's best-model tracking from ``path`` (its ``best_model.pt``).
+def restore_best(saver: Any, best_metric_state: BestMetricState, path: str | os.PathLike | None = None) -> bool:
+    """Before a resumed run: load the interrupted run's best-model tracking from its best-model file.
 
     Without it a resumed ``CheckpointSaver(save_key_metric=True)`` starts with an empty record, so the first
     resumed epoch would overwrite the best model even when it is worse. The saver must be built with
     ``key_metric_save_state=True`` and ``best_metric_state`` be in its ``save_dict`` (both are in the bundle's
     configs).
 
+    Args:
+        saver: the best-model saver of the resumed run.
+        best_metric_state: the :class:`BestMetricState` in the saver's ``save_dict``.
+        path: the best-model file; by default the one ``saver`` writes (``AtomicCheckpointSaver.key_metric_path``),
+            so the file restored from cannot differ from the file saved to.
+
     Returns:
         ``True`` when a previous best was restored, ``False`` when there is none yet (e.g. killed before the first
         validation).
+
+    Raises:
+        ValueError: when ``path`` is not given and ``saver`` has no fixed best-model file name.
     """
+    if path is None:
+        path = getattr(saver, "key_metric_path", None)
+        if path is None:
+            raise ValueError("restore_best needs path= or an AtomicCheckpointSaver with key_metric_filename set.")
     if not os.path.isfile(path):
         return False
     ckpt = torch.load(str(path), map_location="cpu", weights_only=True)

@@ -113,6 +113,15 @@ def _stem(path: PathLike) -> str:
     return Path(name).stem
 
 
+def _content_sha1(path: Path) -> str:
+    """SHA-1 of a file's bytes (the preparation cache's notion of "the same source")."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _list_nifti(folder: Path) -> list[Path]:
     """NIfTI files of ``folder``, sorted; hidden files (e.g. macOS ``._*`` forks in the MSD tar) are skipped."""
     return sorted(p for p in folder.iterdir() if p.name.endswith(_NIFTI_SUFFIXES) and not p.name.startswith("."))
@@ -741,7 +750,8 @@ def prepare_msd_folder(
     requested_box = list(_as_box(box)) if box is not None else None
     pairs = _msd_pairs(msd_dir)
     subject_fn = subject_fn or (lambda stem: stem)
-    sources = [[ip.name, ip.stat().st_size, lp.stat().st_size] for ip, lp in pairs]
+    # content hashes, not sizes: a same-size edit of an uncompressed .nii must invalidate the cache
+    sources = [[ip.name, _content_sha1(ip), _content_sha1(lp)] for ip, lp in pairs]
     params = {
         "version": _PREP_VERSION,
         "msd_dir": str(msd_dir),

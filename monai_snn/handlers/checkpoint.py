@@ -1,6 +1,6 @@
 # Copyright (c) monai_snn contributors
 # Licensed under the Apache License, Version 2.0
-"""``AtomicCheckpointSaver``: MONAI's ``CheckpointSaver`` made safe to kill, so resuming never loses a finished epoch."""
+"""``AtomicCheckpointSaver``: MONAI's ``CheckpointSaver`` made safe to kill; resuming never loses a finished epoch."""
 
 from __future__ import annotations
 
@@ -75,6 +75,18 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.key_metric_filename: str | None = kwargs.get("key_metric_filename")
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
                 checkpoint.save_handler = _SaveBeforeRemove(checkpoint.save_handler)
+
+    @property
+    def key_metric_path(self) -> str | None:
+        """Path of the best-model file (``save_dir/key_metric_filename``), ``None`` without a fixed file name.
+
+        :func:`monai_snn.apps.bundle_utils.restore_best` reads the interrupted run's best-model record from it, so
+        the file a resumed run restores from is always the file this saver writes.
+        """
+        if self.key_metric_filename is None:
+            return None
+        return os.path.join(str(self.save_dir), self.key_metric_filename)
