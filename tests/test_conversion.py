@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from monai_snn.conversion import convert_to_snn, trace_ann
+from monai_snn.conversion import NORMALIZATIONS, Normalization, connection_wise, convert_to_snn, trace_ann
 from monai_snn.networks import ConvertibleUNet, SpikingSimulator
+from monai_snn.neurons import LIFNeuron
 
 from conftest import dice
 
@@ -221,10 +222,14 @@ def test_batch_norm_not_after_conv():
         (dict(thresholds=(1.0, 0.0)), "positive"),
         (dict(percentile=0), r"percentile must be in \(0, 100\]"),
         (dict(percentile=100.5), r"percentile must be in \(0, 100\]"),
-        (dict(normalization="global"), "normalization must be one of"),
-        (dict(neuron="lif2"), "neuron must be"),
-        (dict(encoding="latency"), "encoding must be one of"),
+        (dict(normalization="global"), r"normalization: Unsupported option 'global'.*'threshold_balancing'"),
+        (dict(neuron="lif2"), r"(?s)neuron: By 'lif2', did you mean 'lif'\?.*'multi_threshold'"),
+        (dict(encoding="latency"), r"encoding: Unsupported option 'latency'.*'poisson_binary'"),
+        (dict(surrogate="sigmiod"), r"(?s)surrogate: By 'sigmiod', did you mean 'sigmoid'\?.*'triangle'"),
         (dict(num_steps=0), "num_steps"),
+        (dict(neuron="lif", leak=0), r"leak must be in \(0, 1\], got 0"),
+        (dict(neuron="lif", leak=1.5), r"leak must be in \(0, 1\], got 1.5"),
+        (dict(neuron="if", leak=0.9), r"leak=0.9 needs a leaky neuron \(neuron='lif'\)"),
     ],
 )
 def test_bad_parameters(kwargs, match):
@@ -264,3 +269,63 @@ def test_dead_layer_gives_warning_not_nan():
     out = snn(x)
     assert torch.isfinite(out).all()
     assert all(torch.isfinite(p).all() for p in snn.parameters())
+
+
+# registries -------------------------------------------------------------------------------------------------
+def test_normalization_registry(monkeypatch):
+    assert {"layer", "connection", "threshold_balancing", "none"} <= set(NORMALIZATIONS)
+    torch.manual_seed(0)
+    ann = ConvertibleUNet(2, 1, 1, channels=(2, 4)).eval()
+    x = torch.rand(2, 1, 8, 8)
+    for name in NORMALIZATIONS:
+        snn = convert_to_snn(ann, None if name == "none" else [x], normalization=name, num_steps=2)
+        assert snn.metadata["normalization"] == name
+        assert len(snn.metadata["scales"]) == (0 if name == "none" else len(snn.neurons())), name
+    with pytest.raises(ValueError, match="did you mean 'connection'") as err:
+        convert_to_snn(ann, [x], normalization="conection")
+    for name in NORMALIZATIONS:
+        assert repr(name) in str(err.value), name
+    # registering one is one line
+    monkeypatch.setitem(NORMALIZATIONS, "connection_max", Normalization(ann=lambda g, b, _: connection_wise(g, b, 100)))
+    custom = convert_to_snn(ann, [x], normalization="connection_max", num_steps=4)
+    reference = convert_to_snn(ann, [x], normalization="connection", percentile=100, num_steps=4)
+    assert custom.metadata["scales"] == reference.metadata["scales"]
+    torch.testing.assert_close(outputs(custom, x), outputs(reference, x), rtol=0, atol=0)
+
+
+# leaky neurons ----------------------------------------------------------------------------------------------
+def test_lif_without_leak_is_exactly_if():
+    torch.manual_seed(0)
+    ann = ConvertibleUNet(2, 1, 2, channels=(4, 8)).eval()
+    calib, x = [torch.rand(4, 1, 16, 16)], torch.rand(2, 1, 16, 16)
+    ref = convert_to_snn(ann, calib, neuron="if", num_steps=16)
+    lif = convert_to_snn(ann, calib, neuron="lif", leak=1.0, num_steps=16)
+    assert all(isinstance(m, LIFNeuron) and m.leak == 1.0 for m in lif.neurons().values())
+    assert lif.metadata["leak"] == 1.0 and lif.metadata["neuron"] == "lif"
+    torch.testing.assert_close(outputs(lif, x), outputs(ref, x), rtol=0, atol=0)
+    assert lif.firing_rates() == ref.firing_rates()
+
+
+def test_leaky_conversion_warns_loses_charge_and_fine_tunes():
+    """With leak < 1 the membrane loses charge: on non-negative weights and inputs every layer's rate can only fall,
+    so the readout is smaller than without leak; the flow pass gives the simulated value and gradients."""
+    torch.manual_seed(0)
+    ann = ConvertibleUNet(2, 1, 2, channels=(4, 8)).eval()
+    with torch.no_grad():
+        for p in ann.parameters():
+            p.abs_()
+    calib, x = [torch.rand(4, 1, 16, 16)], torch.rand(2, 1, 16, 16)
+    full = outputs(convert_to_snn(ann, calib, neuron="lif", leak=1.0, num_steps=16), x)
+    with pytest.warns(UserWarning, match=r"leak=0.9 < 1.*fall below the ANN's activations"):
+        snn = convert_to_snn(ann, calib, neuron="lif", leak=0.9, num_steps=16)
+    assert all(m.leak == 0.9 for m in snn.neurons().values())
+    leaky = outputs(snn, x)
+    assert torch.isfinite(leaky).all()
+    assert (leaky <= full).all() and leaky.abs().mean() < 0.9 * full.abs().mean()
+    snn.train()
+    flow = snn.forward_flow(x)
+    torch.testing.assert_close(flow, leaky, rtol=1e-5, atol=1e-4)
+    flow.mean().backward()
+    grads = [p.grad for p in snn.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_snn.encoding import PoissonEncoder, StaticEncoder, make_encoder
+from monai_snn.encoding import ENCODERS, ENCODINGS, Encoder, PoissonEncoder, StaticEncoder, make_encoder
 
 
 def test_static_is_a_view():
@@ -41,5 +41,21 @@ def test_poisson_range_errors():
         PoissonEncoder().reset(torch.tensor([-0.5, 0.5]))
     with pytest.raises(ValueError, match=r"ternary"):
         PoissonEncoder(signed=True).reset(torch.tensor([2.0]))
-    with pytest.raises(ValueError, match="encoding must be one of"):
+    with pytest.raises(ValueError, match=r"encoding: Unsupported option 'latency'.*'poisson_ternary'"):
         make_encoder("latency")
+
+
+def test_encoder_registry():
+    assert set(ENCODINGS) == set(ENCODERS) >= {"static", "poisson_binary", "poisson_ternary"}  # former names kept
+    for name in ENCODERS:
+        enc = make_encoder(name, seed=5)
+        assert isinstance(enc, Encoder), name
+        assert enc.static == (name == "static"), name
+    assert make_encoder("poisson_ternary", seed=5).signed and make_encoder("poisson_ternary", seed=5).seed == 5
+    assert not make_encoder("poisson_binary").signed
+    custom = PoissonEncoder(seed=None)
+    assert make_encoder(custom) is custom
+    with pytest.raises(ValueError, match="did you mean 'poisson_binary'") as err:
+        make_encoder("poisson_binry")
+    for name in ENCODERS:
+        assert repr(name) in str(err.value), name

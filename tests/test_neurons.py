@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 from monai_snn.neurons import (
+    NEURON_TYPES,
+    NEURONS,
+    SURROGATES,
     IFNeuron,
     LIFNeuron,
     MultiThresholdNeuron,
     RelativeTriangleSurrogate,
     SpikingNeuron,
+    Surrogate,
     TriangleSurrogate,
     make_neuron,
+    make_surrogate,
     reset_states,
+    surrogate_from_name,
 )
 
 
@@ -123,8 +131,43 @@ def test_bad_neuron_parameters(kwargs, match):
 def test_make_neuron():
     assert isinstance(make_neuron("if"), IFNeuron)
     assert make_neuron("multi_threshold", thresholds=(4, 2, 1)).levels == (4.0, 2.0, 1.0)
-    with pytest.raises(ValueError, match="neuron must be one of"):
+    assert make_neuron("lif", leak=0.8).leak == 0.8
+    with pytest.raises(ValueError, match=r"neuron: Unsupported option 'izhikevich'.*'multi_threshold'"):
         make_neuron("izhikevich")
+
+
+def assert_near_miss_rejected(make, near_miss: str, closest: str, registry: dict) -> None:
+    """MONAI's look_up_option error: the closest registered name and every valid name."""
+    with pytest.raises(ValueError, match=f"did you mean '{closest}'") as err:
+        make(near_miss)
+    for name in registry:
+        assert repr(name) in str(err.value), name
+
+
+def test_neuron_registry():
+    assert NEURON_TYPES is NEURONS  # the former name is the same registry
+    for name, factory in NEURONS.items():
+        neuron = make_neuron(name, thresholds=(2.0, 1.0), initial_potential=0.5)
+        assert isinstance(neuron, factory) and neuron.initial_potential == 0.5, name
+    assert_near_miss_rejected(make_neuron, "multi_treshold", "multi_threshold", NEURONS)
+
+
+def test_surrogate_registry(monkeypatch):
+    assert surrogate_from_name is make_surrogate  # the former name still works
+    for name, factory in SURROGATES.items():
+        assert isinstance(make_surrogate(name), factory), name
+        assert isinstance(SpikingNeuron(surrogate=name).surrogate, factory), name
+    custom = TriangleSurrogate(alpha=0.3)
+    assert make_surrogate(custom) is custom
+    assert_near_miss_rejected(make_surrogate, "sigmiod", "sigmoid", SURROGATES)
+    with pytest.raises(ValueError, match=r"(?s)surrogate: By 'triangel'.*'relative_triangle'"):
+        SpikingNeuron(surrogate="triangel")
+    # registering is one line, and a partial of an IF class still drops ``thresholds``
+    monkeypatch.setitem(SURROGATES, "steep_sigmoid", functools.partial(SURROGATES["sigmoid"], alpha=10.0))
+    monkeypatch.setitem(NEURONS, "signed_if", functools.partial(IFNeuron, signed=True))
+    neuron = make_neuron("signed_if", thresholds=(2.0, 1.0), surrogate="steep_sigmoid")
+    assert neuron.signed and neuron.thresholds == (1.0,) and neuron.surrogate.alpha == 10.0
+    assert isinstance(neuron.surrogate, Surrogate)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,10 @@ from monai_snn.conversion.convert import convert_to_snn, static_channels
 from monai_snn.conversion.graph import BlockSource, ConversionGraph, trace_ann
 from monai_snn.conversion.normalization import (
     NORMALIZATIONS,
+    Normalization,
     apply_normalization,
+    connection_wise,
+    layer_wise,
     scale_input_block,
     scale_output,
     threshold_balance,

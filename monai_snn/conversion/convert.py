@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from monai_snn.conversion.graph import ConversionGraph, trace_ann
-from monai_snn.conversion.normalization import NORMALIZATIONS, apply_normalization, threshold_balance
-from monai_snn.conversion.statistics import ActivationStatistics, iterate_calibration
-from monai_snn.encoding.encoders import ENCODINGS, Encoder, make_encoder
-from monai_snn.neurons.neuron import _check_thresholds
-from monai_snn.neurons.utils import make_neuron
+from monai_snn.conversion.normalization import NORMALIZATIONS
+from monai_snn.conversion.statistics import iterate_calibration
+from monai_snn.encoding.encoders import Encoder, make_encoder
+from monai_snn.neurons.neuron import LIFNeuron, _check_thresholds
+from monai_snn.neurons.registry import look_up
+from monai_snn.neurons.surrogate import Surrogate, make_surrogate
+from monai_snn.neurons.utils import NEURONS, make_neuron
 from monai_snn.networks.simulator import SpikingSimulator
 
 __all__ = ["convert_to_snn", "static_channels"]
@@ -53,6 +57,12 @@ def _replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
+def _is_leaky(factory) -> bool:
+    """Whether a :data:`~monai_snn.neurons.NEURONS` factory builds leaky neurons (takes ``leak``)."""
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    return isinstance(cls, type) and issubclass(cls, LIFNeuron)
+
+
 def convert_to_snn(
     ann: nn.Module,
     calibration_data: Iterable | None,
@@ -61,12 +71,13 @@ def convert_to_snn(
     percentile: float = 99.9,
     neuron: str = "multi_threshold",
     thresholds: Sequence[float] = (2.0, 1.0, 0.5, 0.25),
+    leak: float = 1.0,
     num_steps: int = 16,
     encoding: str | Encoder = "static",
     initial_potential: float = 0.5,
     chunk_size: int | None = None,
     balance_steps: int | None = None,
-    surrogate: str = "triangle",
+    surrogate: str | Surrogate = "triangle",
 ) -> SpikingSimulator:
     """Convert a trained ANN (e.g. :class:`~monai_snn.networks.ConvertibleUNet`) into a spiking network.
 
@@ -78,44 +89,63 @@ def convert_to_snn(
         ann: the trained ANN.
         calibration_data: iterable of input batches (tensors, or dicts with ``"image"`` such as a MONAI
             ``DataLoader``); may be ``None`` only with ``normalization="none"``.
-        normalization: ``"connection"`` (each part of a concatenation scaled by its producer),
-            ``"layer"`` (one scale per layer, from the whole concatenated input), ``"threshold_balancing"``
-            (spike-norm on the SNN's own input currents) or ``"none"`` (weights copied unchanged, e.g. before
-            loading a fine-tuned SNN's ``state_dict``).
+        normalization: a name of :data:`~monai_snn.conversion.NORMALIZATIONS`: ``"connection"`` (each part of a
+            concatenation scaled by its producer), ``"layer"`` (one scale per layer, from the whole concatenated
+            input), ``"threshold_balancing"`` (spike-norm on the SNN's own input currents) or ``"none"`` (weights
+            copied unchanged, e.g. before loading a fine-tuned SNN's ``state_dict``).
         percentile: percentile of the activations (or input currents) used as scale, in (0, 100]; 100 is the max.
-        neuron: ``"if"`` (one threshold) or ``"multi_threshold"``.
-        thresholds: relative levels of the multi-threshold neuron, highest first.
+        neuron: a name of :data:`~monai_snn.neurons.NEURONS`: ``"if"`` (one threshold), ``"multi_threshold"``
+            (``thresholds``) or ``"lif"`` (one threshold, membrane decay ``leak``).
+        thresholds: relative levels of the multi-threshold neuron, highest first (other neurons have one level).
+        leak: membrane decay per step of leaky neurons (``"lif"``), in (0, 1]. ``1.0`` (no leak) makes ``"lif"``
+            exactly ``"if"``; below 1 the membrane loses charge every step, so firing rates fall below the ANN's
+            activations and the conversion is approximate (a warning says so). Non-leaky neurons need ``1.0``.
         num_steps: simulation length ``T`` (changeable later: ``snn.num_steps = 8``).
-        encoding: ``"static"`` (analog current), ``"poisson_binary"`` ([0, 1] data) or ``"poisson_ternary"``
-            ([-1, 1] data), or an :class:`~monai_snn.encoding.Encoder`.
+        encoding: a name of :data:`~monai_snn.encoding.ENCODERS`: ``"static"`` (analog current),
+            ``"poisson_binary"`` ([0, 1] data) or ``"poisson_ternary"`` ([-1, 1] data); or an
+            :class:`~monai_snn.encoding.Encoder`.
         initial_potential: fraction of each neuron's smallest threshold its membrane starts from (0.0: papers).
         chunk_size: time steps folded into the batch per chunk (``None``: 1 on CPU, up to 16 on GPU).
         balance_steps: simulation length for threshold balancing (``None``: ``num_steps``).
-        surrogate: surrogate gradient of the neurons for spike-based fine-tuning.
+        surrogate: surrogate gradient of the neurons for spike-based fine-tuning: a name of
+            :data:`~monai_snn.neurons.SURROGATES` or a :class:`~monai_snn.neurons.Surrogate`.
 
     Returns:
         a :class:`~monai_snn.networks.SpikingSimulator` (in eval mode) mapping ``[B, C, *spatial]`` to
         ``[B, K, *spatial]``.
 
     Raises:
-        ValueError: bad parameters (e.g. non-positive or non-finite ``thresholds``; the message names the
-            parameter and its value), unsupported layers, empty calibration data, or a calibration batch that is
-            not floating point or holds NaN / infinite values (the message names the batch).
+        ValueError: bad parameters (e.g. non-positive or non-finite ``thresholds``, ``leak`` outside (0, 1] or
+            below 1 for a non-leaky neuron; the message names the parameter and its value), an unknown
+            ``normalization``, ``neuron``, ``encoding`` or ``surrogate`` name (MONAI's ``look_up_option`` message
+            with the valid names), unsupported layers, empty calibration data, or a calibration batch that is not
+            floating point or holds NaN / infinite values (the message names the batch).
 
     Example::
 
         snn = convert_to_snn(ann, [x_calib], normalization="connection", num_steps=16)
+        lif = convert_to_snn(ann, [x_calib], neuron="lif", leak=0.95, num_steps=16)  # approximate: rates < ANN
         y = snn(x)
     """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
+    norm = look_up("normalization", normalization, NORMALIZATIONS)
     if not (isinstance(percentile, (int, float)) and 0.0 < percentile <= 100.0):
         raise ValueError(f"percentile must be in (0, 100], got {percentile!r}.")
-    if neuron not in ("if", "multi_threshold"):
-        raise ValueError(f"neuron must be 'if' or 'multi_threshold', got {neuron!r}.")
+    leaky = _is_leaky(look_up("neuron", neuron, NEURONS))
     levels = _check_thresholds(thresholds) if neuron == "multi_threshold" else (1.0,)
-    if not isinstance(encoding, Encoder) and encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}.")
+    if isinstance(leak, bool) or not (isinstance(leak, (int, float)) and 0.0 < leak <= 1.0):
+        raise ValueError(f"leak must be in (0, 1], got {leak!r}.")
+    if leak != 1.0 and not leaky:
+        raise ValueError(f"leak={leak!r} needs a leaky neuron (neuron='lif'); {neuron!r} neurons take leak=1.0.")
+    if leaky and leak < 1.0:
+        warnings.warn(
+            f"neuron={neuron!r} with leak={leak:g} < 1: the membrane loses charge every step, so the SNN's firing "
+            "rates (and readout) fall below the ANN's activations; the conversion is approximate (leak=1.0 is "
+            "exact IF conversion).",
+            UserWarning,
+            stacklevel=2,
+        )
+    encoder = make_encoder(encoding)
+    make_surrogate(surrogate)  # an unknown name fails here, before tracing and calibration
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
     if not 0.0 <= initial_potential < 1.0:
@@ -124,46 +154,44 @@ def convert_to_snn(
     graph = trace_ann(ann)
     gm = graph.module
     batches: list[torch.Tensor] = []
-    if normalization != "none":
+    if norm.needs_data:
         batches = list(iterate_calibration(calibration_data))
     channels = static_channels(graph)
     graph.resolve_inputs(channels)
 
     lambdas: dict[str, float] = {}
-    if normalization in ("connection", "layer"):
-        cats = [n for n, k in graph.kinds.items() if k == "cat"] if normalization == "layer" else []
-        stats = ActivationStatistics(gm, graph.neuron_nodes() + cats).collect(batches)
-        all_lambdas = stats.percentile(percentile)
-        lambdas = {n: all_lambdas[n] for n in graph.neuron_nodes()}
-        apply_normalization(graph, lambdas, normalization, {c: all_lambdas[c] for c in cats})
+    if norm.ann is not None:
+        lambdas = norm.ann(graph, batches, percentile)
 
     nodes = graph.nodes
+    neuron_kwargs = {"thresholds": levels, "initial_potential": initial_potential, "surrogate": surrogate}
+    if leaky:
+        neuron_kwargs["leak"] = leak
     for name in graph.neuron_nodes():
-        layer = make_neuron(
-            neuron, thresholds=levels, initial_potential=initial_potential, surrogate=surrogate
-        )
-        _replace_module(gm, nodes[name].target, layer)
+        _replace_module(gm, nodes[name].target, make_neuron(neuron, **neuron_kwargs))
     gm.recompile()
 
     first = graph.synapse_module(graph.synapse_nodes()[0])
     snn = SpikingSimulator(
         gm,
         num_steps=num_steps,
-        encoding=make_encoder(encoding),
+        encoding=encoder,
         chunk_size=chunk_size,
         in_channels=first.in_channels,
         spatial_dims=first.weight.ndim - 2,
     )
     device = next(ann.parameters()).device
     snn.to(device).eval()  # inference-ready; trainers switch to train mode themselves
-    if normalization == "threshold_balancing":
-        lambdas = threshold_balance(snn, graph, [b.to(device) for b in batches], percentile, balance_steps or num_steps)
+    if norm.snn is not None:
+        found = norm.snn(snn, graph, [b.to(device) for b in batches], percentile, balance_steps or num_steps)
+        lambdas = {n: lambdas.get(n, 1.0) * v for n, v in found.items()}  # both stages scale: the totals
     snn.metadata.update(
         {
             "normalization": normalization,
             "percentile": percentile,
             "neuron": neuron,
             "thresholds": list(levels),
+            "leak": float(leak),
             "initial_potential": initial_potential,
             "scales": {nodes[n].target: v for n, v in lambdas.items()},
             "synapse_inputs": {
@@ -176,11 +204,12 @@ def convert_to_snn(
         }
     )
     logger.info(
-        "converted %s to a spiking network: %d spiking layers, normalization=%s, neuron=%s, T=%d",
+        "converted %s to a spiking network: %d spiking layers, normalization=%s, neuron=%s%s, T=%d",
         type(ann).__name__,
         len(graph.neuron_nodes()),
         normalization,
         neuron,
+        f" (leak={leak:g})" if leaky else "",
         num_steps,
     )
     return snn

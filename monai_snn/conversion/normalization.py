@@ -10,22 +10,40 @@ connection-wise normalization), so each skip connection keeps its own scale and 
 function-preserving rescalings of the ANN. ``"layer"`` uses one scale for the whole concatenated input (the
 percentile of the concatenation), the layer-wise baseline. ``"threshold_balancing"`` sets ``lambda_l`` layer
 by layer from the input currents of the spiking network itself (spike-norm, Sengupta et al. 2019), and scales
-consumers like ``"connection"`` does, so the readout stays in the ANN's units.
+consumers like ``"connection"`` does, so the readout stays in the ANN's units. ``"none"`` copies the weights
+unchanged.
+
+:data:`NORMALIZATIONS` maps each name to a :class:`Normalization`, which says what
+:func:`~monai_snn.conversion.convert_to_snn` runs: ``ann(graph, batches, percentile)`` on the traced ANN before its
+ReLUs become neurons, and / or ``snn(snn, graph, batches, percentile, num_steps)`` on the built spiking network;
+each folds its scales into the weights and returns them (neuron node -> scale). Registering one is one line::
+
+    NORMALIZATIONS["connection_max"] = Normalization(ann=lambda graph, batches, _: connection_wise(graph, batches, 100))
+    snn = convert_to_snn(ann, calibration, normalization="connection_max")
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from monai_snn.conversion.graph import ConversionGraph
-from monai_snn.conversion.statistics import robust_percentile
+from monai_snn.conversion.statistics import ActivationStatistics, robust_percentile
+from monai_snn.neurons.registry import look_up
 
-__all__ = ["NORMALIZATIONS", "scale_input_block", "scale_output", "apply_normalization", "threshold_balance"]
-
-NORMALIZATIONS = ("layer", "connection", "threshold_balancing", "none")
+__all__ = [
+    "NORMALIZATIONS",
+    "Normalization",
+    "connection_wise",
+    "layer_wise",
+    "scale_input_block",
+    "scale_output",
+    "apply_normalization",
+    "threshold_balance",
+]
 
 
 def _in_dim(module: nn.Module) -> int:
@@ -56,9 +74,11 @@ def apply_normalization(
         lambdas: neuron node -> activation scale (e.g. 99.9th percentile of its ReLU output).
         mode: ``"connection"`` or ``"layer"``.
         cat_lambdas: concatenation node -> scale of the whole concatenation (``"layer"`` only).
+
+    Raises:
+        ValueError: ``mode`` is neither ``"connection"`` nor ``"layer"``.
     """
-    if mode not in ("connection", "layer"):
-        raise ValueError(f"mode must be 'connection' or 'layer', got {mode!r}.")
+    look_up("mode", mode, ("connection", "layer"))
     for syn in graph.synapse_nodes():
         module = graph.synapse_module(syn)
         for block in graph.input_channels[syn]:
@@ -69,6 +89,46 @@ def apply_normalization(
             scale_input_block(module, block.start, block.size, lam_in)
         out = graph.synapse_out[syn]
         scale_output(module, 1.0 if out is None else lambdas[out])
+
+
+def _activation_normalization(
+    graph: ConversionGraph, batches: Sequence[torch.Tensor], percentile: float, mode: str
+) -> dict[str, float]:
+    """Scales from the ANN's activation percentiles (and, layer-wise, of its concatenations), folded in place."""
+    cats = [n for n, k in graph.kinds.items() if k == "cat"] if mode == "layer" else []
+    stats = ActivationStatistics(graph.module, graph.neuron_nodes() + cats).collect(batches)
+    all_lambdas = stats.percentile(percentile)
+    lambdas = {n: all_lambdas[n] for n in graph.neuron_nodes()}
+    apply_normalization(graph, lambdas, mode, {c: all_lambdas[c] for c in cats})
+    return lambdas
+
+
+def connection_wise(graph: ConversionGraph, batches: Sequence[torch.Tensor], percentile: float) -> dict[str, float]:
+    """Connection-wise normalization of the traced ANN (each concatenated part scaled by its producer), in place.
+
+    Args:
+        graph: the traced ANN with resolved input blocks.
+        batches: calibration input batches.
+        percentile: percentile of each ReLU's activations used as its scale, in (0, 100].
+
+    Returns:
+        neuron node -> scale.
+    """
+    return _activation_normalization(graph, batches, percentile, "connection")
+
+
+def layer_wise(graph: ConversionGraph, batches: Sequence[torch.Tensor], percentile: float) -> dict[str, float]:
+    """Layer-wise normalization of the traced ANN (one scale per concatenated input), in place.
+
+    Args:
+        graph: the traced ANN with resolved input blocks.
+        batches: calibration input batches.
+        percentile: percentile of the activations (and of each whole concatenation) used as scale, in (0, 100].
+
+    Returns:
+        neuron node -> scale.
+    """
+    return _activation_normalization(graph, batches, percentile, "layer")
 
 
 @torch.no_grad()
@@ -126,3 +186,38 @@ def threshold_balance(
     finally:
         snn.num_steps = saved_steps
     return found
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """What :func:`~monai_snn.conversion.convert_to_snn` runs for one normalization name.
+
+    Args:
+        ann: ``fn(graph, batches, percentile) -> scales`` run on the traced ANN (with resolved input blocks)
+            before its ReLUs are replaced, e.g. :func:`connection_wise`; ``None``: nothing.
+        snn: ``fn(snn, graph, batches, percentile, num_steps) -> scales`` run on the built
+            :class:`~monai_snn.networks.SpikingSimulator`, e.g. :func:`threshold_balance`; ``None``: nothing.
+
+    Both fold their scales into the weights in place and return neuron node -> scale. With neither, no
+    calibration data is read (``"none"``).
+
+    Example::
+
+        NORMALIZATIONS["layer_max"] = Normalization(ann=lambda graph, batches, _: layer_wise(graph, batches, 100))
+    """
+
+    ann: Callable[[ConversionGraph, Sequence[torch.Tensor], float], dict[str, float]] | None = None
+    snn: Callable[[nn.Module, ConversionGraph, Sequence[torch.Tensor], float, int], dict[str, float]] | None = None
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether calibration data is read."""
+        return self.ann is not None or self.snn is not None
+
+
+NORMALIZATIONS: dict[str, Normalization] = {
+    "layer": Normalization(ann=layer_wise),
+    "connection": Normalization(ann=connection_wise),
+    "threshold_balancing": Normalization(snn=threshold_balance),
+    "none": Normalization(),
+}

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from monai_snn.encoding.encoders import ENCODINGS, Encoder, PoissonEncoder, StaticEncoder, make_encoder
+from monai_snn.encoding.encoders import ENCODERS, ENCODINGS, Encoder, PoissonEncoder, StaticEncoder, make_encoder

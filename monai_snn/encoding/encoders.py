@@ -6,13 +6,25 @@
   probability ``|x|``.
 
 Encoders produce ``[k, B, C, *spatial]`` chunks of time steps; seeded encoders repeat their spikes exactly.
+
+:data:`ENCODERS` maps names to encoder factories, each called as ``factory(seed=seed)``; every ``encoding=``
+argument of the package (``convert_to_snn``, ``SpikingSimulator``, ``spiking_from_scratch``) is looked up there.
+Registering one is one line::
+
+    ENCODERS["latency"] = LatencyEncoder  # an Encoder subclass whose __init__ takes ``seed``
+    snn = convert_to_snn(ann, calibration, encoding="latency")
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 
-__all__ = ["Encoder", "StaticEncoder", "PoissonEncoder", "make_encoder", "ENCODINGS"]
+from monai_snn.neurons.registry import look_up
+
+__all__ = ["Encoder", "StaticEncoder", "PoissonEncoder", "make_encoder", "ENCODERS", "ENCODINGS"]
 
 
 class Encoder:
@@ -30,6 +42,9 @@ class Encoder:
 class StaticEncoder(Encoder):
     """Analog input current, constant over time (direct coding).
 
+    Args:
+        seed: unused (a static input is deterministic); accepted so that every encoder factory takes ``seed``.
+
     Example::
 
         enc = StaticEncoder()
@@ -37,6 +52,9 @@ class StaticEncoder(Encoder):
     """
 
     static = True
+
+    def __init__(self, seed: int | None = None) -> None:
+        del seed
 
     def __call__(self, x: torch.Tensor, num_steps: int) -> torch.Tensor:
         return x.unsqueeze(0).expand(num_steps, *x.shape)
@@ -100,21 +118,30 @@ class PoissonEncoder(Encoder):
         return f"PoissonEncoder(signed={self.signed}, seed={self.seed})"
 
 
-ENCODINGS = ("static", "poisson_binary", "poisson_ternary")
+ENCODERS: dict[str, Callable[..., Encoder]] = {
+    "static": StaticEncoder,
+    "poisson_binary": functools.partial(PoissonEncoder, signed=False),
+    "poisson_ternary": functools.partial(PoissonEncoder, signed=True),
+    "poisson": functools.partial(PoissonEncoder, signed=False),  # short name of "poisson_binary"
+}
+ENCODINGS = ENCODERS.keys()  # former tuple of names: a live view of the registered names
 
 
 def make_encoder(encoding: str | Encoder, seed: int | None = 0) -> Encoder:
-    """Build an encoder by name: ``"static"``, ``"poisson_binary"`` or ``"poisson_ternary"``.
+    """Build an encoder by its :data:`ENCODERS` name, or pass an :class:`Encoder` through unchanged.
+
+    Args:
+        encoding: ``"static"``, ``"poisson_binary"`` (``"poisson"``), ``"poisson_ternary"`` or any registered
+            name, or an encoder.
+        seed: seed of the encoder's random generator (ignored by the static encoder).
 
     Raises:
-        ValueError: unknown name.
+        ValueError: unknown name (MONAI's ``look_up_option`` message: the closest name and all valid ones).
+
+    Example::
+
+        enc = make_encoder("poisson_ternary", seed=1)  # PoissonEncoder(signed=True, seed=1)
     """
     if isinstance(encoding, Encoder):
         return encoding
-    if encoding == "static":
-        return StaticEncoder()
-    if encoding in ("poisson_binary", "poisson"):
-        return PoissonEncoder(signed=False, seed=seed)
-    if encoding == "poisson_ternary":
-        return PoissonEncoder(signed=True, seed=seed)
-    raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}.")
+    return look_up("encoding", encoding, ENCODERS)(seed=seed)

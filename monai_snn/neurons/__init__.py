@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from monai_snn.neurons.neuron import IFNeuron, LIFNeuron, MultiThresholdNeuron, SpikingNeuron
+from monai_snn.neurons.registry import look_up
 from monai_snn.neurons.surrogate import (
+    SURROGATES,
     RelativeTriangleSurrogate,
     SigmoidSurrogate,
     Surrogate,
     TriangleSurrogate,
+    make_surrogate,
     surrogate_from_name,
 )
-from monai_snn.neurons.utils import NEURON_TYPES, make_neuron, reset_states, spiking_neurons
+from monai_snn.neurons.utils import NEURON_TYPES, NEURONS, make_neuron, reset_states, spiking_neurons

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from monai_snn.neurons.surrogate import Surrogate, surrogate_from_name
+from monai_snn.neurons.surrogate import Surrogate, make_surrogate
 
 __all__ = ["SpikingNeuron", "IFNeuron", "MultiThresholdNeuron", "LIFNeuron"]
 
@@ -51,8 +51,9 @@ class SpikingNeuron(nn.Module):
             papers; ``0.5`` turns the neuron's floor quantization into rounding.
         leak: membrane decay per step (``1.0``: IF, no leak; ``< 1``: LIF).
         signed: also fire negative spikes when ``v <= -theta`` (ternary networks).
-        surrogate: surrogate gradient used when gradients flow (``"triangle"``, ``"relative_triangle"``,
-            ``"sigmoid"`` or a :class:`~monai_snn.neurons.surrogate.Surrogate`).
+        surrogate: surrogate gradient used when gradients flow: a name of
+            :data:`~monai_snn.neurons.surrogate.SURROGATES` (``"triangle"``, ``"relative_triangle"``, ``"sigmoid"``)
+            or a :class:`~monai_snn.neurons.surrogate.Surrogate`.
         detach_reset: do not backpropagate through the soft reset.
         count_spikes: count spikes per position (summed over the batch and time) for firing rates and the energy
             estimate. Counting a multi-threshold layer costs about as much as the rest of its update (a popcount
@@ -64,7 +65,8 @@ class SpikingNeuron(nn.Module):
     Raises:
         ValueError: when ``thresholds`` is empty, not strictly descending or holds a non-positive or non-finite
             level, ``v_threshold`` is not positive and finite, ``initial_potential`` is not in ``[0, 1)`` or
-            ``leak`` is not in ``(0, 1]``. The message names the parameter and its value.
+            ``leak`` is not in ``(0, 1]``. The message names the parameter and its value. An unknown ``surrogate``
+            name raises MONAI's ``look_up_option`` error listing the valid names.
 
     Example::
 
@@ -96,7 +98,7 @@ class SpikingNeuron(nn.Module):
         self.initial_potential = float(initial_potential)
         self.leak = float(leak)
         self.signed = bool(signed)
-        self.surrogate = surrogate_from_name(surrogate)
+        self.surrogate = make_surrogate(surrogate)
         self.detach_reset = bool(detach_reset)
         self.count_spikes = bool(count_spikes)
         self.record_flow = bool(record_flow)
@@ -407,7 +409,11 @@ class MultiThresholdNeuron(SpikingNeuron):
 
 
 class LIFNeuron(SpikingNeuron):
-    """Leaky integrate-and-fire neuron, ``v = leak * v + x``, with soft reset (direct-training baselines).
+    """Leaky integrate-and-fire neuron, ``v = leak * v + x``, with soft reset.
+
+    Used by direct-training baselines, and by ``convert_to_snn(..., neuron="lif", leak=...)``: with ``leak < 1``
+    the membrane loses charge every step, so firing rates fall below the ANN's activations (approximate
+    conversion); ``leak=1.0`` is exactly the IF neuron.
 
     Args:
         leak: membrane decay factor per step, in ``(0, 1]``.

@@ -1,17 +1,30 @@
 """Surrogate gradients for the non-differentiable spike function.
 
 The forward pass of every surrogate is the Heaviside step ``H(u - theta)``; only the backward pass differs.
+
+:data:`SURROGATES` maps names to surrogate factories (called with the keyword arguments of :func:`make_surrogate`);
+every ``surrogate=`` argument of the package (neurons, ``convert_to_snn``, ``spiking_from_scratch``) is looked up
+there. Registering one is one line::
+
+    SURROGATES["steep_sigmoid"] = functools.partial(SigmoidSurrogate, alpha=10.0)
+    neuron = MultiThresholdNeuron(surrogate="steep_sigmoid")
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from monai_snn.neurons.registry import look_up
 
 __all__ = [
     "Surrogate",
     "TriangleSurrogate",
     "RelativeTriangleSurrogate",
     "SigmoidSurrogate",
+    "SURROGATES",
+    "make_surrogate",
     "surrogate_from_name",
 ]
 
@@ -95,22 +108,31 @@ class SigmoidSurrogate(Surrogate):
         return self.alpha * s * (1.0 - s)
 
 
-_SURROGATES = {
+SURROGATES: dict[str, Callable[..., Surrogate]] = {
     "triangle": TriangleSurrogate,
     "relative_triangle": RelativeTriangleSurrogate,
     "sigmoid": SigmoidSurrogate,
 }
+_SURROGATES = SURROGATES  # former private name, same dict
 
 
-def surrogate_from_name(name: str | Surrogate, **kwargs) -> Surrogate:
-    """Build a surrogate from its name (``"triangle"``, ``"relative_triangle"``, ``"sigmoid"``) or pass one through.
+def make_surrogate(name: str | Surrogate, **kwargs) -> Surrogate:
+    """Build a surrogate from its :data:`SURROGATES` name, or pass a :class:`Surrogate` through unchanged.
+
+    Args:
+        name: ``"triangle"``, ``"relative_triangle"``, ``"sigmoid"`` (or any registered name), or a surrogate.
+        kwargs: forwarded to the factory (e.g. ``alpha``).
 
     Raises:
-        ValueError: unknown name.
+        ValueError: unknown name (MONAI's ``look_up_option`` message: the closest name and all valid ones).
+
+    Example::
+
+        make_surrogate("triangle", alpha=0.3)  # TriangleSurrogate(alpha=0.3, width=1.0)
     """
     if isinstance(name, Surrogate):
         return name
-    if name not in _SURROGATES:
-        raise ValueError(f"surrogate must be one of {sorted(_SURROGATES)}, got {name!r}.")
-    return _SURROGATES[name](**kwargs)
+    return look_up("surrogate", name, SURROGATES)(**kwargs)
 
+
+surrogate_from_name = make_surrogate  # former name, kept for existing callers

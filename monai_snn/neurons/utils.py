@@ -1,20 +1,31 @@
-"""Whole-network helpers for spiking neurons: reset, find, build by name."""
+"""Whole-network helpers for spiking neurons: reset, find, build by name.
+
+:data:`NEURONS` maps names to neuron factories (a :class:`~monai_snn.neurons.SpikingNeuron` subclass or a function
+returning one, called with the keyword arguments of :func:`make_neuron`); ``convert_to_snn(neuron=...)`` and
+``spiking_from_scratch(neuron=...)`` look names up there. Registering one is one line::
+
+    NEURONS["signed_if"] = functools.partial(IFNeuron, signed=True)
+    snn = convert_to_snn(ann, None, normalization="none", neuron="signed_if")
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 from torch import nn
 
 from monai_snn.neurons.neuron import IFNeuron, LIFNeuron, MultiThresholdNeuron, SpikingNeuron
+from monai_snn.neurons.registry import look_up
 
-__all__ = ["reset_states", "spiking_neurons", "make_neuron", "NEURON_TYPES"]
+__all__ = ["reset_states", "spiking_neurons", "make_neuron", "NEURONS", "NEURON_TYPES"]
 
-NEURON_TYPES: dict[str, type[SpikingNeuron]] = {
+NEURONS: dict[str, Callable[..., SpikingNeuron]] = {
     "if": IFNeuron,
     "multi_threshold": MultiThresholdNeuron,
     "lif": LIFNeuron,
 }
+NEURON_TYPES = NEURONS  # former name, same dict
 
 
 def reset_states(network: nn.Module) -> None:
@@ -37,21 +48,22 @@ def spiking_neurons(network: nn.Module) -> Iterator[tuple[str, SpikingNeuron]]:
 
 
 def make_neuron(name: str, **kwargs) -> SpikingNeuron:
-    """Build a neuron layer by name: ``"if"``, ``"multi_threshold"`` or ``"lif"``.
+    """Build a neuron layer by its :data:`NEURONS` name: ``"if"``, ``"multi_threshold"``, ``"lif"`` or any registered.
 
     Args:
         name: neuron type.
-        kwargs: forwarded to the neuron class.
+        kwargs: forwarded to the factory; ``thresholds`` is dropped for IF neurons (one threshold by definition).
 
     Raises:
-        ValueError: unknown name.
+        ValueError: unknown name (MONAI's ``look_up_option`` message: the closest name and all valid ones).
 
     Example::
 
         make_neuron("multi_threshold", thresholds=(2.0, 1.0, 0.5, 0.25), initial_potential=0.5)
+        make_neuron("lif", leak=0.9)
     """
-    if name not in NEURON_TYPES:
-        raise ValueError(f"neuron must be one of {sorted(NEURON_TYPES)}, got {name!r}.")
-    if name == "if":
+    factory = look_up("neuron", name, NEURONS)
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    if isinstance(cls, type) and issubclass(cls, IFNeuron):
         kwargs.pop("thresholds", None)
-    return NEURON_TYPES[name](**kwargs)
+    return factory(**kwargs)
