@@ -20,6 +20,8 @@ import json
 import torch
 
 from monai_snn.apps import bundle_utils as bu
+from monai_snn.conversion import build_snn
+from monai_snn.handlers import load_weights
 from monai_snn.networks import ConvertibleUNet
 
 
@@ -38,8 +40,8 @@ def main() -> None:
     fold_dir = f"{args.run_dir}/fold{args.fold}"
     settings = json.loads(open(f"{fold_dir}/convert/snn_converted.json").read())
     ann = ConvertibleUNet(2, 1, 1, channels=settings["channels"], dropout=settings["dropout"], bias=settings["bias"])
-    bu.load_weights(ann, f"{fold_dir}/train_ann/ckpt/best_model.pt")
-    snn = bu.build_snn(ann, f"{fold_dir}/convert/snn_converted.pt")
+    load_weights(ann, f"{fold_dir}/train_ann/ckpt/best_model.pt")
+    snn = build_snn(ann, f"{fold_dir}/convert/snn_converted.pt")
     x = torch.stack([s["image"] for s in slices])
     print(f"{args.run_dir}, fold {args.fold}: {len(split['test'][: args.volumes])} test volumes, {len(x)} slices, "
           f"input range [{float(x.min()):.2f}, {float(x.max()):.2f}], mean {float(x.mean()):.3f}\n")

@@ -151,7 +151,7 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     assert per_fold[4].startswith(f"| cv | 0 | {search['chosen']} | {ev['ann']['dice_3d_mean']:.3f} |")
 
     # 5. shipping the fold's models into a (copied) bundle: weights load, metadata numbers come from the run
-    from monai_snn.apps.bundle_utils import build_snn
+    from monai_snn.conversion import build_snn
     from monai_snn.apps.ship_models import ship_models
     from monai_snn.networks import ConvertibleUNet
 
@@ -259,7 +259,7 @@ def test_resumed_run_keeps_the_best_model(tmp_path):
     from ignite.engine import Engine, Events
     from monai.handlers import CheckpointSaver
 
-    from monai_snn.apps.bundle_utils import BestMetricState, restore_best
+    from monai_snn.handlers import BestMetricState, restore_best
 
     def run(scores: list[float], weights: list[float], resume: bool) -> Engine:
         net = torch.nn.Linear(1, 1, bias=False)

@@ -329,3 +329,24 @@ def test_leaky_conversion_warns_loses_charge_and_fine_tunes():
     grads = [p.grad for p in snn.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_saved_snn_rebuilds_from_its_settings(tmp_path):
+    """save_snn + build_snn: the rebuilt SNN (no calibration data) gives the saved SNN's output; settings carry T."""
+    from monai_snn.conversion import build_snn, convert_with_settings, derived_settings, save_snn, snn_settings
+    from monai_snn.networks import ConvertibleUNet
+
+    torch.manual_seed(0)
+    ann = ConvertibleUNet(2, 1, 1, channels=(4, 8)).eval()
+    x = torch.rand(3, 1, 16, 16)
+    settings = snn_settings(neuron="lif", thresholds=(1.0,), percentile=99.0, num_steps=5, leak=0.95, fold=2)
+    with pytest.warns(UserWarning, match="leak"):
+        snn = convert_with_settings(ann, [x], settings)
+    save_snn(snn, tmp_path / "snn.pt", settings)
+    with pytest.warns(UserWarning, match="leak"):
+        rebuilt = build_snn(ConvertibleUNet(2, 1, 1, channels=(4, 8)), tmp_path / "snn.pt")
+    assert rebuilt.num_steps == 5 and torch.allclose(rebuilt(x), snn(x))
+    assert derived_settings(tmp_path / "snn.pt", num_steps=2)["leak"] == 0.95
+    assert derived_settings(tmp_path / "snn.pt", num_steps=2)["num_steps"] == 2
+    with pytest.raises(FileNotFoundError, match="settings file not found"):
+        build_snn(ann, tmp_path / "missing.pt")

@@ -179,7 +179,7 @@ def test_atomic_checkpoint_saver_and_incomplete_checkpoints(tmp_path):
 
     from ignite.engine import Engine
 
-    from monai_snn.apps.bundle_utils import latest_checkpoint
+    from monai_snn.handlers import latest_checkpoint
     from monai_snn.handlers import AtomicCheckpointSaver
 
     net = torch.nn.Linear(2, 1)
@@ -226,7 +226,7 @@ def test_atomic_checkpoint_saver_keeps_old_files_until_new_ones_are_complete(tmp
 
     from ignite.engine import Engine
 
-    from monai_snn.apps.bundle_utils import latest_checkpoint
+    from monai_snn.handlers import latest_checkpoint
     from monai_snn.handlers import AtomicCheckpointSaver
 
     net = _Interruptible(2, 1)

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import platform
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ import torch
 
 from monai_snn.apps.hippocampus import load_datalist_folds, prepare_msd_folder, split_validation
 from monai_snn.apps.slices import SLICE_INTENSITY, dice_2d_3d, volume_slices
+from monai_snn.conversion.io import build_snn, convert_with_settings, load_settings, save_snn
+from monai_snn.handlers.checkpoint import load_weights
 
 __all__ = [
     "LOSSES",
@@ -36,16 +37,7 @@ __all__ = [
     "make_slices",
     "make_loss",
     "select_percentile",
-    "BestMetricState",
-    "finetuned_settings",
-    "restore_best",
-    "latest_checkpoint",
-    "load_weights",
     "calibration_batches",
-    "snn_settings",
-    "convert_ann",
-    "build_snn",
-    "save_snn",
     "predict",
     "evaluate_slices",
     "run_conversion",
@@ -213,178 +205,11 @@ def make_loss(name: str) -> torch.nn.Module:
     raise ValueError(f"loss_name must be one of {LOSSES}, got {name!r}.")
 
 
-# ------------------------------------------------------------------------------------------------ checkpoints
-def latest_checkpoint(folder: str | os.PathLike, prefix: str = "latest") -> str:
-    """Newest complete ``{prefix}*.pt`` in ``folder`` (``""`` when there is none): used to resume a killed stage.
-
-    A file that is not a complete torch archive (a save cut off by a kill, with a non-atomic saver) is skipped with
-    a warning, so the resume falls back to the previous checkpoint instead of failing.
-    """
-    files = sorted(glob.glob(os.path.join(str(folder), f"{prefix}*.pt")), key=os.path.getmtime, reverse=True)
-    for f in files:
-        if os.path.getsize(f) > 0 and zipfile.is_zipfile(f):
-            return f
-        logger.warning("skipping incomplete checkpoint %s (its save was interrupted)", f)
-    return ""
-
-
-def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "network") -> torch.nn.Module:
-    """Load a state dict (plain or a CheckpointSaver dict under ``key``) into ``network``; returns it in eval mode."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path} (run the previous stage first).")
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-        state = state[key]
-    network.load_state_dict(state)
-    return network.eval()
-
-
-class BestMetricState:
-    """The best validation metric of an engine (``state.best_metric`` / ``best_metric_epoch``) as a checkpointable
-    object: put it in the best-model ``CheckpointSaver``'s ``save_dict`` so :func:`restore_best` can give it back.
-
-    Attach it to the evaluator like a handler (a bundle lists it in the evaluator's handlers, which also avoids a
-    circular reference evaluator -> saver -> state -> evaluator), or pass the engine directly.
-
-    Args:
-        engine: the evaluator whose key metric selects the best model (or ``None``, then :meth:`attach`).
-    """
-
-    def __init__(self, engine: Any = None) -> None:
-        self.engine = engine
-
-    def attach(self, engine: Any) -> None:
-        """Bind to ``engine`` (called by MONAI when the object is in an engine's handler list)."""
-        self.engine = engine
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.engine is None:
-            raise RuntimeError("BestMetricState is not attached to an engine.")
-        return {"best_metric": float(self.engine.state.best_metric),
-                "best_metric_epoch": int(self.engine.state.best_metric_epoch)}  # fmt: skip
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.engine.state.best_metric = float(state["best_metric"])
-        self.engine.state.best_metric_epoch = int(state["best_metric_epoch"])
-
-
-def restore_best(saver: Any, best_metric_state: BestMetricState, path: str | os.PathLike | None = None) -> bool:
-    """Before a resumed run: load the interrupted run's best-model tracking from its best-model file.
-
-    Without it a resumed ``CheckpointSaver(save_key_metric=True)`` starts with an empty record, so the first
-    resumed epoch would overwrite the best model even when it is worse. The saver must be built with
-    ``key_metric_save_state=True`` and ``best_metric_state`` be in its ``save_dict`` (both are in the bundle's
-    configs).
-
-    Args:
-        saver: the best-model saver of the resumed run.
-        best_metric_state: the :class:`BestMetricState` in the saver's ``save_dict``.
-        path: the best-model file; by default the one ``saver`` writes (``AtomicCheckpointSaver.key_metric_path``),
-            so the file restored from cannot differ from the file saved to.
-
-    Returns:
-        ``True`` when a previous best was restored, ``False`` when there is none yet (e.g. killed before the first
-        validation).
-
-    Raises:
-        ValueError: when ``path`` is not given and ``saver`` has no fixed best-model file name.
-    """
-    if path is None:
-        path = getattr(saver, "key_metric_path", None)
-        if path is None:
-            raise ValueError("restore_best needs path= or an AtomicCheckpointSaver with key_metric_filename set.")
-    if not os.path.isfile(path):
-        return False
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "checkpointer" not in ckpt or "best_metric_state" not in ckpt:
-        logger.warning("%s has no best-model tracking (older checkpoint): the best model restarts from scratch.", path)
-        return False
-    saver.load_state_dict(ckpt["checkpointer"])
-    best_metric_state.load_state_dict(ckpt["best_metric_state"])
-    logger.info("restored the best model record from %s: %.4f at epoch %d", path,
-                ckpt["best_metric_state"]["best_metric"], ckpt["best_metric_state"]["best_metric_epoch"])  # fmt: skip
-    return True
-
-
 # ------------------------------------------------------------------------------------------------ conversion
 def calibration_batches(slices: Sequence[dict], num: int = 64) -> list[torch.Tensor]:
     """``num`` training slices spread evenly over the training set, as one batch."""
     step = max(1, len(slices) // max(1, num))
     return [torch.stack([s["image"] for s in slices[::step][:num]])]
-
-
-def snn_settings(
-    neuron: str = "multi_threshold",
-    thresholds: Sequence[float] = (2.0, 1.0, 0.5, 0.25),
-    encoding: str = "static",
-    initial_potential: float = 0.5,
-    normalization: str = "connection",
-    percentile: float = 99.9,
-    num_steps: int = 16,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The conversion settings (stored next to SNN weights so the SNN can be rebuilt without calibration data)."""
-    out = {
-        "neuron": neuron,
-        "thresholds": [float(t) for t in thresholds],
-        "encoding": encoding,
-        "initial_potential": float(initial_potential),
-        "normalization": normalization,
-        "percentile": float(percentile),
-        "num_steps": int(num_steps),
-    }
-    out.update(extra)
-    return out
-
-
-def convert_ann(ann: torch.nn.Module, calibration: Any, settings: dict[str, Any]):
-    """``convert_to_snn`` with the bundle's settings dict."""
-    from monai_snn.conversion import convert_to_snn
-
-    return convert_to_snn(
-        ann.eval(),
-        calibration,
-        normalization=settings["normalization"],
-        percentile=settings["percentile"],
-        neuron=settings["neuron"],
-        thresholds=tuple(settings["thresholds"]),
-        num_steps=int(settings["num_steps"]),
-        encoding=settings["encoding"],
-        initial_potential=settings["initial_potential"],
-    )
-
-
-def _load_settings(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"SNN settings file not found: {path} (run the stage that writes it first).")
-    return json.loads(path.read_text())
-
-
-def build_snn(ann: torch.nn.Module, weights: str | os.PathLike, settings: dict | str | None = None):
-    """Rebuild a saved SNN: convert ``ann`` without normalization, then load the SNN ``weights``.
-
-    ``settings`` is a dict or a json path; by default ``<weights stem>.json`` next to the weights.
-    """
-    if settings is None or isinstance(settings, (str, os.PathLike)):
-        settings = _load_settings(Path(settings) if settings else Path(weights).with_suffix(".json"))
-    s = dict(settings, normalization="none")
-    snn = convert_ann(ann, None, s)
-    return load_weights(snn, weights)
-
-
-def finetuned_settings(converted_weights: str | os.PathLike, **changes: Any) -> dict[str, Any]:
-    """Settings of a fine-tuned SNN: those stored with the converted SNN it starts from (the conversion actually
-    used, e.g. the percentile chosen on validation) updated with ``changes`` (``num_steps``, ``method``, ...)."""
-    return dict(_load_settings(Path(converted_weights).with_suffix(".json")), **changes)
-
-
-def save_snn(snn: torch.nn.Module, path: str | os.PathLike, settings: dict[str, Any]) -> str:
-    """Save SNN weights to ``path`` and its settings to ``<path stem>.json``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(snn.state_dict(), str(path))
-    write_json(path.with_suffix(".json"), settings)
-    return str(path)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -475,7 +300,7 @@ def run_conversion(
             raise ValueError("percentile_candidates needs validation slices (val_slices) to choose from.")
         search = select_percentile(ann, calibration, val_slices, settings, percentile_candidates)
         settings = dict(settings, percentile=search["chosen"])
-    snn = convert_ann(ann, calibration, settings)
+    snn = convert_with_settings(ann, calibration, settings)
     save_snn(snn, out / "snn_converted.pt", settings)
 
     y_ann, lab, subj, pos = predict(ann, test_slices)
@@ -582,7 +407,7 @@ def select_percentile(
     scores: dict[str, float] = {}
     best, best_dice = cands[0], -1.0
     for p in cands:
-        snn = convert_ann(ann, calibration, dict(settings, percentile=p))
+        snn = convert_with_settings(ann, calibration, dict(settings, percentile=p))
         y, lab, subj, pos = predict(snn, val_slices, num_steps=T)
         d = evaluate_slices(y, lab, subj, pos)["dice_3d_mean"]
         scores[f"{p:g}"] = d
@@ -631,7 +456,7 @@ def run_evaluation(
             logger.warning("%s SNN weights not found (%s): skipped.", name, weights)
             metrics[name] = None
             continue
-        settings = _load_settings(Path(weights).with_suffix(".json"))
+        settings = load_settings(Path(weights).with_suffix(".json"))
         snn = build_snn(copy.deepcopy(ann), weights, settings)
         T = int(steps if steps is not None else settings.get("eval_steps", settings["num_steps"]))
         y, *_ = predict(snn, test_slices, num_steps=T)

@@ -1,9 +1,17 @@
-"""ANN -> SNN conversion: tracing, activation statistics, weight normalization."""
+"""ANN -> SNN conversion: tracing, activation statistics, weight normalization, saving / rebuilding SNNs."""
 
 from __future__ import annotations
 
 from monai_snn.conversion.convert import convert_to_snn, static_channels
 from monai_snn.conversion.graph import BlockSource, ConversionGraph, trace_ann
+from monai_snn.conversion.io import (
+    build_snn,
+    convert_with_settings,
+    derived_settings,
+    load_settings,
+    save_snn,
+    snn_settings,
+)
 from monai_snn.conversion.normalization import (
     NORMALIZATIONS,
     Normalization,

@@ -1,18 +1,28 @@
-"""Ignite / MONAI handlers for spiking networks: firing rates and energy, logged to TensorBoard; atomic checkpoints;
-random-number-generator state for exact resumes."""
+"""Ignite / MONAI handlers for spiking networks: firing rates and energy, logged to TensorBoard; atomic checkpoints,
+the resume helpers (latest checkpoint, best-model record) and random-number-generator state for exact resumes."""
 
 from __future__ import annotations
 
-from monai_snn.handlers.checkpoint import AtomicCheckpointSaver
+from monai_snn.handlers.checkpoint import (
+    AtomicCheckpointSaver,
+    BestMetricState,
+    latest_checkpoint,
+    load_weights,
+    restore_best,
+)
 from monai_snn.handlers.energy import EnergyHandler, batch_images
 from monai_snn.handlers.firing_rate import FiringRateHandler, firing_rate_figure
 from monai_snn.handlers.random_state import RandomState
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "BestMetricState",
     "EnergyHandler",
     "FiringRateHandler",
     "RandomState",
     "batch_images",
     "firing_rate_figure",
+    "latest_checkpoint",
+    "load_weights",
+    "restore_best",
 ]
