@@ -213,43 +213,45 @@ def test_prepare_data_names_the_file(corpus, case, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ inference
-class _MustNotRun(torch.nn.Module):
-    """Stands in for the SNN: inference must fail on a bad input before the network runs."""
+def _inference_items(source):
+    """The input list of the bundle's inference.json (the same call, the same check)."""
+    from monai_snn.apps.hippocampus import load_image
+    from monai_snn.bundle import input_items
 
-    num_steps = 1
-
-    def forward(self, x):
-        raise AssertionError("the network ran on an invalid input")
-
-
-class _Zeros(torch.nn.Module):
-    num_steps = 1
-
-    def forward(self, x):
-        return torch.zeros_like(x)
+    return input_items(source, (".nii", ".nii.gz"), check=lambda p: load_image(p, "inference input"))
 
 
 @pytest.mark.parametrize("case", IMAGE_CASES)
-def test_run_inference_validates_every_input_first(corpus, case, tmp_path):
-    src, out = tmp_path / "in", tmp_path / "out"
+def test_inference_inputs_validated_before_anything_runs(corpus, case, tmp_path):
+    src = tmp_path / "in"
     src.mkdir()
     shutil.copyfile(corpus[GOOD[0]][0], src / "a_good.nii.gz")  # sorted first: it must not be processed either
     shutil.copyfile(_bad_file(corpus, case), src / f"b_{case}.nii.gz")
     with pytest.raises(ValueError) as err:
-        bu.run_inference(_MustNotRun(), src, out)
+        _inference_items(src)
     msg = _assert_names(err, src / f"b_{case}.nii.gz", phrase=PAIR_CASES[case][1])
     assert "inference input" in msg, msg
-    assert not out.exists() or not list(out.iterdir())
 
 
-def test_run_inference_good_input_and_empty_folder(corpus, tmp_path):
+def test_inference_inputs_file_folder_datalist_and_errors(corpus, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     shutil.copyfile(corpus[GOOD[1]][0], src / "a_good.nii.gz")
-    (written,) = bu.run_inference(_Zeros(), src, tmp_path / "out")
-    assert nib.load(written).shape == nib.load(src / "a_good.nii.gz").shape
-    with pytest.raises(FileNotFoundError, match="no .nii / .nii.gz file found"):
-        bu.run_inference(_Zeros(), tmp_path / "missing", tmp_path / "out2")
+    (src / "notes.txt").write_text("not an image")
+    assert _inference_items(src) == [{"image": str(src / "a_good.nii.gz")}]
+    assert _inference_items(src / "a_good.nii.gz") == [{"image": str(src / "a_good.nii.gz")}]
+    (tmp_path / "list.json").write_text(json.dumps({"testing": [{"image": "in/a_good.nii.gz", "id": 7}]}))
+    assert _inference_items(tmp_path / "list.json") == [{"image": str(src / "a_good.nii.gz"), "id": 7}]
+    (tmp_path / "missing.json").write_text(json.dumps({"testing": ["in/nope.nii.gz"]}))
+    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+        _inference_items(tmp_path / "missing.json")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _inference_items(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no .nii / .nii.gz file found in .*empty"):
+        _inference_items(tmp_path / "empty")
+    with pytest.raises(ValueError, match="notes.txt is not a .nii / .nii.gz file"):
+        _inference_items(src / "notes.txt")
 
 
 # ------------------------------------------------------------------------------------------------ API

@@ -161,9 +161,9 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     assert metrics["mean_dice_3d_ann_fold0"] == round(ev["ann"]["dice_3d_mean"], 4)
     assert metrics["mean_dice_3d_finetuned_T2_fold0"] == round(ev["finetuned"]["dice_3d_mean"], 4)
     assert json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"] == metrics
-    ann = ConvertibleUNet(**json.loads((bundle / "models" / "ann_fold0.json").read_text())["args"])
-    ann.load_state_dict(torch.load(bundle / "models" / "ann_fold0.pt", weights_only=True))
-    snn = build_snn(ann, bundle / "models" / "snn_finetuned_fold0.pt")
+    ann = ConvertibleUNet(**json.loads((bundle / "models" / "ann.json").read_text())["args"])
+    ann.load_state_dict(torch.load(bundle / "models" / "ann.pt", weights_only=True))
+    snn = build_snn(ann, bundle / "models" / "model.pt")
     assert snn.num_steps == 2 and snn(torch.rand(2, 1, 48, 40)).shape == (2, 1, 48, 40)
 
 
@@ -182,7 +182,7 @@ def test_ddp_two_processes_gloo(tiny_msd, tmp_path):
 
 
 def _require_models():
-    for f in ("ann_fold0.pt", "snn_converted_fold0.pt", "snn_finetuned_fold0.pt", "snn_finetuned_fold0.json"):
+    for f in ("ann.pt", "ann.json", "converted.pt", "converted.json", "model.pt", "model.json"):
         assert (MODELS / f).is_file(), f"shipped model missing: {MODELS / f}"
 
 
@@ -213,21 +213,31 @@ def test_inference_writes_masks_with_input_geometry(tmp_path):
     src.mkdir()
     for n in NAMES[:2]:
         os.symlink(HIPPO / "imagesTr" / n, src / n)
-    _bundle(["common", "inference"], input_dir=src, output_dir=tmp_path / "out")
+    proc = _bundle(["common", "inference"], input_dir=src, output_dir=tmp_path / "out")
+    assert "inference" in proc.stderr  # the progress bar
+    masks = {}
     for n in NAMES[:2]:
         a = nib.load(src / n)
         b = nib.load(tmp_path / "out" / n.replace(".nii.gz", "_seg.nii.gz"))
-        assert a.shape == b.shape and np.allclose(a.affine, b.affine)
+        assert a.shape == b.shape and np.allclose(a.affine, b.affine) and b.get_data_dtype() == np.uint8
         lab = np.asarray(nib.load(HIPPO / "labelsTr" / n).dataobj) > 0
-        pred = np.asarray(b.dataobj) > 0
+        masks[n] = pred = np.asarray(b.dataobj) > 0
         assert 2 * (lab & pred).sum() / (lab.sum() + pred.sum()) > 0.5
+    # --network selects the shipped model; a single file is an input too; the SNN's masks are its own, not the ANN's
+    _bundle(["common", "inference"], input_dir=src / NAMES[0], output_dir=tmp_path / "ann", network="ann")
+    (only,) = (tmp_path / "ann").iterdir()
+    ann_mask = np.asarray(nib.load(only).dataobj) > 0
+    assert only.name == NAMES[0].replace(".nii.gz", "_seg.nii.gz") and ann_mask.shape == masks[NAMES[0]].shape
+    assert (ann_mask != masks[NAMES[0]]).any()
+    proc = _bundle(["common", "inference"], check=False, input_dir=src, output_dir=tmp_path / "x", network="finetund")
+    assert proc.returncode != 0 and "did you mean 'finetuned'" in proc.stderr and not (tmp_path / "x").exists()
 
 
 def test_verify_net_in_out_spiking_network():
     _require_models()
     files = repr([str(CFG / "common.json"), str(CFG / "inference.json")])
     proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network", "--meta_file",
+        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "--net_id", "model", "--meta_file",
          str(CFG / "metadata.json"), "--config_file", files, "--bundle_root", str(BUNDLE), "--device", "cpu"],
         capture_output=True, text=True, env=_env(), cwd=str(REPO), timeout=120,
     )  # fmt: skip

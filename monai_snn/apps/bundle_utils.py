@@ -9,7 +9,6 @@ tested and reused. Every function is referenced from the configs by its full dot
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -32,7 +31,6 @@ __all__ = [
     "fold_split",
     "all_items",
     "export_snn",
-    "run_inference",
     "encoding_range",
     "make_slices",
     "make_loss",
@@ -537,77 +535,3 @@ def export_snn(
     write_json(Path(path).parent / "metrics.json", {"best_val_dice": best_metric, "best_epoch": best_epoch,
                                                     "settings": settings})  # fmt: skip
     return str(path)
-
-
-def run_inference(
-    snn: torch.nn.Module,
-    input_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    num_steps: int | None = None,
-    threshold: float = 0.5,
-    encoding: str = "static",
-    divisor: int = 8,
-) -> list[str]:
-    """NIfTI crops in ``input_dir`` -> binary NIfTI masks in ``output_dir`` with the same geometry.
-
-    Every input file is validated first with :func:`monai_snn.apps.hippocampus.load_image` (a readable 3D
-    single-channel NIfTI volume with finite intensities), so a bad file fails, named, before the network runs
-    and before any mask is written. Then: MONAI ``LoadImaged`` -> percentile scaling as in training ->
-    ``DivisiblePadd`` (in-plane, to ``divisor``) -> slices along axis 0 through the SNN -> sigmoid > ``threshold``
-    -> inverse of the padding (``Invertd``) -> ``SaveImage`` (``<name>_seg.nii.gz``, affine and shape of the
-    input).
-
-    Raises:
-        FileNotFoundError: when ``input_dir`` holds no ``.nii`` / ``.nii.gz`` file.
-        ValueError: when an input file is empty, truncated, not NIfTI, not a 3D single-channel volume or holds
-            NaN / infinite voxels. The message names the file.
-    """
-    from monai.data import MetaTensor
-    from monai.transforms import (
-        Compose,
-        DivisiblePadd,
-        EnsureChannelFirstd,
-        Invertd,
-        LoadImaged,
-        SaveImage,
-        ScaleIntensityRangePercentilesd,
-    )
-
-    from monai_snn.apps.hippocampus import load_image
-
-    files = sorted(glob.glob(os.path.join(str(input_dir), "*.nii*")))
-    if not files:
-        missing = "" if os.path.isdir(input_dir) else " (the folder does not exist)"
-        raise FileNotFoundError(f"no .nii / .nii.gz file found in {input_dir}{missing}; pass --input_dir <folder>.")
-    for f in files:
-        load_image(f, role="inference input")
-    lo, hi = encoding_range(encoding)
-    pre = Compose(
-        [
-            LoadImaged("image", image_only=False),
-            EnsureChannelFirstd("image", channel_dim="no_channel"),
-            ScaleIntensityRangePercentilesd("image", lower=0.5, upper=99.5, b_min=lo, b_max=hi, clip=True),
-            DivisiblePadd("image", k=(1, divisor, divisor), mode="constant", value=lo),
-        ]
-    )
-    inv = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)
-    saver = SaveImage(
-        output_dir=str(output_dir), output_postfix="seg", output_ext=".nii.gz", resample=False,
-        separate_folder=False, output_dtype=torch.uint8, print_log=False,
-    )  # fmt: skip
-    snn.eval()
-    if num_steps is not None:
-        snn.num_steps = int(num_steps)
-    written = []
-    for f in files:
-        data = pre({"image": f})
-        img = data["image"]  # [1, D, H, W]
-        with torch.no_grad():
-            logits = torch.cat([snn(img.as_tensor()[0, i : i + 64, None]) for i in range(0, img.shape[1], 64)])
-        mask = (torch.sigmoid(logits[:, 0]) > threshold).float()[None]  # [1, D, H, W]
-        data["pred"] = MetaTensor(mask, meta=img.meta, applied_operations=img.applied_operations)
-        out = inv(data)["pred"]
-        saver(out)
-        written.append(os.path.join(str(output_dir), Path(f).name.split(".nii")[0] + "_seg.nii.gz"))
-        logger.info("%s -> %s", f, written[-1])
-    return written

@@ -2,8 +2,8 @@
 # Licensed under the Apache License, Version 2.0
 """Copy one fold's trained models from a cross-validation run into a bundle's ``models/`` folder.
 
-Writes ``ann_fold{k}.pt`` (the best ANN's state dict, taken out of its ``CheckpointSaver`` file),
-``snn_converted_fold{k}.pt`` and ``snn_finetuned_fold{k}.pt`` with their settings ``.json`` (plus the source path),
+Writes ``ann.pt`` (the best ANN's state dict, taken out of its ``CheckpointSaver`` file), ``converted.pt`` and
+``model.pt`` (the fine-tuned SNN, the bundle's default model) with their settings ``.json`` (plus the source path),
 and refreshes ``eval_metrics`` in ``configs/metadata.json`` from the fold's ``evaluate/metrics.json``, so the
 shipped weights and the numbers in the metadata always come from the same run.
 
@@ -56,18 +56,18 @@ def ship_models(run_dir: str | Path, fold: int, bundle_root: str | Path) -> dict
         raise FileNotFoundError(f"{ckpt} not found: run train_ann for fold {fold} first.")
     state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
     state = state.get("network", state) if isinstance(state, dict) else state
-    torch.save(state, str(models / f"ann_fold{fold}.pt"))
+    torch.save(state, str(models / "ann.pt"))
     args = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "channels": converted["channels"],
             "bias": converted["bias"], "dropout": converted["dropout"]}  # fmt: skip
-    write_json(models / f"ann_fold{fold}.json",
+    write_json(models / "ann.json",
                 {"network": "monai_snn.networks.ConvertibleUNet", "args": args, "source": str(ckpt)})  # fmt: skip
-    for stage, name in (("convert", "snn_converted"), ("finetune", "snn_finetuned")):
+    for stage, name, target in (("convert", "snn_converted", "converted"), ("finetune", "snn_finetuned", "model")):
         src = fold_dir / stage / f"{name}.pt"
         if not src.is_file():
             raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
-        shutil.copyfile(src, models / f"{name}_fold{fold}.pt")
+        shutil.copyfile(src, models / f"{target}.pt")
         settings = fold_settings(fold_dir) if stage == "finetune" else converted
-        write_json(models / f"{name}_fold{fold}.json", dict(settings, source=f"{src} (fold {fold})"))
+        write_json(models / f"{target}.json", dict(settings, source=f"{src} (fold {fold})"))
 
     metrics = {f"mean_dice_3d_ann_fold{fold}": round(evaluation["ann"]["dice_3d_mean"], 4)}
     conv_t, fine_t = evaluation["converted"]["num_steps"], evaluation["finetuned"]["num_steps"]
