@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from tests.conftest import HIPPO, REPO, require_data
-from tests.test_bundle_hippocampus import BUNDLE, CFG, NAMES, TINY, _env
+from tests.test_bundle_hippocampus import BUNDLE, CFG, NAMES, TINY, _env, tiny_msd  # noqa: F401 (fixture)
 
 FAULTS = REPO / "tests" / "fault_injection"
 # U-Net 8-64 without dropout at lr 0.01 predicts hippocampus after about 5 epochs on these 3 training volumes
@@ -91,45 +91,34 @@ def _metrics(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    require_data(HIPPO)
-    root = tmp_path_factory.mktemp("msd_faults") / "Task04_Hippocampus"
-    for sub in ("imagesTr", "labelsTr"):
-        (root / sub).mkdir(parents=True)
-        for n in NAMES:
-            os.symlink(HIPPO / sub / n, root / sub / n)
-    return root
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_data, tmp_path_factory) -> Path:
+def reference(tiny_msd, tmp_path_factory) -> Path:
     """The uninterrupted run."""
     out = tmp_path_factory.mktemp("reference")
-    status = _ok(_runner(out, tiny_data))
+    status = _ok(_runner(out, tiny_msd))
     assert set(status.values()) == {"done"}
     return out / "fold0"
 
 
-def test_killed_everywhere_then_resumed_equals_uninterrupted(reference, tiny_data, tmp_path):
+def test_killed_everywhere_then_resumed_equals_uninterrupted(reference, tiny_msd, tmp_path):
     out = tmp_path / "faults"
     fold = out / "fold0"
     ckpt = fold / "train_ann" / "ckpt"
 
-    _killed(_runner(out, tiny_data, kill="train_ann.json:1:2"))  # mid-epoch, before the first checkpoint
+    _killed(_runner(out, tiny_msd, kill="train_ann.json:1:2"))  # mid-epoch, before the first checkpoint
     assert not list(ckpt.glob("latest*.pt")) and not (fold / "train_ann" / "done.json").exists()
-    _killed(_runner(out, tiny_data, kill="train_ann.json:2:2"))  # mid-epoch, after the first checkpoint
+    _killed(_runner(out, tiny_msd, kill="train_ann.json:2:2"))  # mid-epoch, after the first checkpoint
     assert [p.name for p in ckpt.glob("latest*.pt")] == ["latest_checkpoint_epoch=1.pt"]
-    _killed(_runner(out, tiny_data, kill_runner="launch:convert"))  # stage boundary: train_ann done, convert not
+    _killed(_runner(out, tiny_msd, kill_runner="launch:convert"))  # stage boundary: train_ann done, convert not
     assert (fold / "train_ann" / "done.json").is_file() and not list((fold / "convert").glob("*.pt"))
     ann_files = _digests(fold / "train_ann")
 
-    _killed(_runner(out, tiny_data, kill="finetune.json:1:2"))  # convert done; finetune before its checkpoint
+    _killed(_runner(out, tiny_msd, kill="finetune.json:1:2"))  # convert done; finetune before its checkpoint
     assert (fold / "convert" / "done.json").is_file() and not list((fold / "finetune" / "ckpt").glob("latest*"))
     convert_files = _digests(fold / "convert")
-    _killed(_runner(out, tiny_data, kill="finetune.json:2:1"))  # finetune after its first checkpoint
-    _killed(_runner(out, tiny_data, kill_runner="marker:finetune"))  # finetune finished, no marker
+    _killed(_runner(out, tiny_msd, kill="finetune.json:2:1"))  # finetune after its first checkpoint
+    _killed(_runner(out, tiny_msd, kill_runner="marker:finetune"))  # finetune finished, no marker
     assert (fold / "finetune" / "snn_finetuned.pt").is_file() and not (fold / "finetune" / "done.json").exists()
-    status = _ok(_runner(out, tiny_data))
+    status = _ok(_runner(out, tiny_msd))
     assert status == {"fold0/train_ann": "skipped", "fold0/convert": "skipped", "fold0/finetune": "done",
                       "fold0/evaluate": "done"}  # fmt: skip
 
@@ -151,11 +140,11 @@ def test_killed_everywhere_then_resumed_equals_uninterrupted(reference, tiny_dat
     assert ev == ref_ev and ev["finetuned"]["dice_3d_mean"] > 0
 
     # markers: nothing to do; a config change reruns its stage only; a changed upstream output reruns downstream
-    assert set(_ok(_runner(out, tiny_data)).values()) == {"skipped"}
-    status = _ok(_runner(out, tiny_data, "evaluate:eval_extra_steps=[1]"))
+    assert set(_ok(_runner(out, tiny_msd)).values()) == {"skipped"}
+    status = _ok(_runner(out, tiny_msd, "evaluate:eval_extra_steps=[1]"))
     assert status["fold0/evaluate"] == "done" and [s for k, s in status.items() if k != "fold0/evaluate"] == [
         "skipped"] * 3  # fmt: skip
-    status = _ok(_runner(out, tiny_data, "evaluate:eval_extra_steps=[1]", "convert:num_calibration=8"))
+    status = _ok(_runner(out, tiny_msd, "evaluate:eval_extra_steps=[1]", "convert:num_calibration=8"))
     assert status == {"fold0/train_ann": "skipped", "fold0/convert": "done", "fold0/finetune": "done",
                       "fold0/evaluate": "done"}  # fmt: skip
     log = (fold / "finetune" / "stage.log").read_text().split("cleared earlier results")[-1]
