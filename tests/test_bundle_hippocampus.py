@@ -214,7 +214,7 @@ def test_inference_writes_masks_with_input_geometry(tmp_path):
     for n in NAMES[:2]:
         os.symlink(HIPPO / "imagesTr" / n, src / n)
     proc = _bundle(["common", "inference"], input_dir=src, output_dir=tmp_path / "out")
-    assert "inference" in proc.stderr  # the progress bar
+    assert "inference: [2/2] 100%" in proc.stderr  # the progress bar (the config path also says "inference")
     masks = {}
     for n in NAMES[:2]:
         a = nib.load(src / n)

@@ -366,15 +366,13 @@ def run_cross_validation(
     out.mkdir(parents=True, exist_ok=True)
     status: dict[str, str] = {}
     jobs = [(k, s) for k in folds for s in order]
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM,)}
 
     def _stop(signum, frame):  # noqa: ARG001
         raise _Terminated(signum)
 
     with runner_lock(out) as lock_fd:
-        main_thread = hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread()
-        if main_thread:
-            signal.signal(signal.SIGTERM, _stop)
+        main_thread = threading.current_thread() is threading.main_thread()  # signal handlers only install there
+        previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
         try:
             _prepare(bundle_root, out, {k: v for k, v in (overrides or {}).items() if ":" not in k.split("#")[0]})
             from tqdm import tqdm
@@ -385,8 +383,7 @@ def run_cross_validation(
                                                            bar, lock_fd)  # fmt: skip
         finally:
             if main_thread:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+                signal.signal(signal.SIGTERM, previous)
     _write_marker(out / "cv_status.json", status)
     return status
 
