@@ -43,6 +43,8 @@ from monai.utils import optional_import
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
+from monai_snn.bundle.inputs import default_data_dir
+
 sitk, _has_sitk = optional_import("SimpleITK")
 
 __all__ = [
@@ -82,27 +84,6 @@ _READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, 
 # ----------------------------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def default_data_dir() -> Path:
-    """
-    Folder that holds the shared data sets.
-
-    The environment variable ``MONAI_SNN_DATA`` wins; otherwise the ``shared/data`` folder next to the
-    repository (``<repo>/../shared/data``, found relative to this file) is used.
-
-    Returns:
-        the data folder (it is not checked for existence).
-
-    Example::
-
-        msd_dir = default_data_dir() / "Task04_Hippocampus"
-    """
-    env = os.environ.get("MONAI_SNN_DATA")
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[2]
-    return (repo.parent / "shared" / "data").resolve()
 
 
 def _stem(path: PathLike) -> str:

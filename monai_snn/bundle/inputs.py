@@ -10,7 +10,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["input_items"]
+__all__ = ["input_items", "default_data_dir", "load_scripts"]
+
+def default_data_dir() -> Path:
+    """The folder of the shared data sets: ``$MONAI_SNN_DATA`` if set, else ``shared/data`` next to the repository
+    (``<repo>/../shared/data``, found relative to this file). Not checked for existence.
+
+    Example::
+
+        drive_dir = default_data_dir() / "DRIVE"
+    """
+    env = os.environ.get("MONAI_SNN_DATA")
+    if env:
+        return Path(env).expanduser()
+    return (Path(__file__).resolve().parents[2].parent / "shared" / "data").resolve()
+
 
 _DATALIST_KEYS = ("testing", "test", "validation", "training", "items")
 
@@ -79,3 +93,44 @@ def input_items(
         for it in items:
             check(Path(it[key]))
     return items
+
+
+def load_scripts(bundle_root: str | os.PathLike) -> Any:
+    """Import a bundle's task code (``<bundle_root>/scripts``) as ``<bundle name>_scripts`` with all its modules.
+
+    MONAI puts the bundle root on ``sys.path`` only when its ``run`` starts (after the config's ``imports`` and
+    ``initialize``), and every bundle calls its package ``scripts``, so configs refer to their task code through
+    this function: a unique module name per bundle, importable in any working directory and next to other
+    bundles in one process.
+
+    Args:
+        bundle_root: the bundle folder (holding ``scripts/__init__.py``).
+
+    Raises:
+        FileNotFoundError: the bundle has no ``scripts`` package.
+
+    Example (a bundle config)::
+
+        "scripts": "$monai_snn.bundle.load_scripts(@bundle_root)",
+        "train_items": "$@scripts.drive.drive_datalist(@data_dir, 'training')"
+    """
+    import importlib
+    import importlib.util
+    import re
+    import sys
+
+    root = Path(bundle_root).resolve()
+    init = root / "scripts" / "__init__.py"
+    if not init.is_file():
+        raise FileNotFoundError(f"bundle {root} has no task code: {init} does not exist.")
+    name = re.sub(r"\W", "_", root.name) + "_scripts"
+    module = sys.modules.get(name)
+    if module is None or Path(getattr(module, "__file__", "")).resolve() != init:
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    for path in sorted(init.parent.glob("*.py")):
+        if path.stem != "__init__":
+            setattr(module, path.stem, importlib.import_module(f"{name}.{path.stem}"))
+    return module

@@ -13,16 +13,19 @@ from monai_snn.handlers.checkpoint import (
 from monai_snn.handlers.energy import EnergyHandler, batch_images
 from monai_snn.handlers.firing_rate import FiringRateHandler, firing_rate_figure
 from monai_snn.handlers.random_state import RandomState
+from monai_snn.handlers.writer import NullWriter, stage_writer
 
 __all__ = [
     "AtomicCheckpointSaver",
     "BestMetricState",
     "EnergyHandler",
     "FiringRateHandler",
+    "NullWriter",
     "RandomState",
     "batch_images",
     "firing_rate_figure",
     "latest_checkpoint",
     "load_weights",
     "restore_best",
+    "stage_writer",
 ]

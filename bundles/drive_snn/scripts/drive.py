@@ -76,6 +76,8 @@ __all__ = [
     "MASK",
     "PATCH_SIZE",
     "GREY_WEIGHTS",
+    "IMAGE_SUFFIXES",
+    "check_colour_image",
     "drive_datalist",
     "split_train_val",
     "RGBToGrey",
@@ -156,6 +158,28 @@ def _check_binary(arr: np.ndarray, mode: str, path: Path, what: str) -> None:
     if not (values == 255).any():
         raise ValueError(
             f"{what} {path}: no foreground pixel (value 255); expected a binary image with both 0 and 255."
+        )
+
+
+def check_colour_image(path: str | Path) -> None:
+    """Validate one input of the inference: a readable colour (RGB) image.
+
+    Args:
+        path: the image file.
+
+    Raises:
+        ValueError: an empty or unreadable file, or an image without 3 channels (the message names the file, its
+            channel count and PIL mode, and what the model expects).
+
+    Example:
+        >>> check_colour_image("DRIVE/test/images/01_test.tif")
+    """
+    image, mode = _read_image(Path(path), "input image")
+    if image.ndim != 3 or image.shape[-1] != 3:
+        n = _channels(image)
+        raise ValueError(
+            f"input image {path}: the DRIVE model expects a colour (RGB) fundus image with 3 channels, got {n} "
+            f"channel{'s' if n != 1 else ''} (PIL mode {mode})."
         )
 
 

@@ -1,0 +1,238 @@
+# Copyright (c) monai_snn contributors
+# Licensed under the Apache License, Version 2.0
+"""Evaluation through MONAI evaluators: one run of a network at a chosen ``T``, and a bundle's evaluate stage.
+
+A bundle config defines *how* to evaluate once, as an evaluator factory (``"_mode_": "callable"``): the inferer
+(``SlidingWindowInferer`` for whole images, ``SliceInferer`` for volumes of slices), the post-processing and the
+MONAI metrics by name. The functions here build one :class:`~monai_snn.engines.SpikingEvaluator` from it per
+network and ``T`` (with a progress bar, and firing-rate / energy handlers for spiking networks) and return the
+metrics, so the same config drives validation, the conversion stage's sweeps and the evaluate stage.
+
+Example (a bundle config)::
+
+    "evaluator": {"_target_": "monai_snn.engines.SpikingEvaluator", "_mode_": "callable",
+                  "device": "@device", "inferer": "@inferer", "postprocessing": "@postprocessing",
+                  "key_val_metric": {"f1": ...}, "additional_metrics": {"auc": ...}},
+    "run": ["$monai_snn.bundle.evaluate_models(@evaluator, @test_loader, @models, @network_def, @output_dir)"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_snn.bundle.results import as_number, machine_info, write_json
+
+__all__ = ["run_evaluator", "evaluate_models", "metric_vs_steps_figure"]
+
+logger = logging.getLogger(__name__)
+
+
+def _is_spiking(network: torch.nn.Module) -> bool:
+    from monai_snn.networks.simulator import SpikingSimulator
+
+    return isinstance(network, SpikingSimulator)
+
+
+def run_evaluator(
+    make_evaluator: Callable[..., Any],
+    network: torch.nn.Module,
+    data_loader: Any,
+    num_steps: int | None = None,
+    desc: str | None = None,
+    handlers: Sequence[Any] = (),
+    global_epoch: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``network`` (at ``num_steps`` for a spiking network) with a new evaluator; return its metrics.
+
+    Args:
+        make_evaluator: builds the evaluator from keyword arguments ``val_data_loader``, ``network``,
+            ``val_handlers`` and, for a spiking network, ``num_steps`` (e.g. ``functools.partial`` of
+            :class:`~monai_snn.engines.SpikingEvaluator`: a config item with ``"_mode_": "callable"``).
+        network: the ANN or the spiking network.
+        data_loader: the batches to evaluate.
+        num_steps: simulation length ``T`` (``None``: the network's own; ignored for an ANN).
+        desc: the progress bar's label.
+        handlers: more handlers for this run (e.g. :class:`~monai_snn.handlers.EnergyHandler`).
+        global_epoch: the epoch the run is logged at (handlers log at ``engine.state.epoch``): the stages pass
+            ``T``, so TensorBoard shows metrics against ``T``.
+        progress: show ignite's progress bar.
+
+    Returns:
+        ``engine.state.metrics`` as plain numbers, plus ``key_metric`` (the name of the evaluator's key metric).
+
+    Raises:
+        ValueError: ``num_steps`` is not a positive integer.
+
+    Example::
+
+        metrics = run_evaluator(evaluator_factory, snn, test_loader, num_steps=4, desc="converted T=4")
+        metrics["f1"]
+    """
+    from ignite.contrib.handlers import ProgressBar
+
+    spiking = _is_spiking(network)
+    if spiking and num_steps is not None and (int(num_steps) != num_steps or num_steps < 1):
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
+    val_handlers = list(handlers)
+    if progress:
+        val_handlers.append(ProgressBar(persist=True, desc=desc or ("SNN" if spiking else "ANN")))
+    kwargs: dict[str, Any] = {"val_data_loader": data_loader, "network": network, "val_handlers": val_handlers}
+    if spiking:
+        kwargs["num_steps"] = None if num_steps is None else int(num_steps)
+    network.eval()
+    evaluator = make_evaluator(**kwargs)
+    evaluator.run(global_epoch=int(global_epoch))
+    metrics = {k: as_number(v) for k, v in evaluator.state.metrics.items()}
+    metrics["key_metric"] = evaluator.state.key_metric_name
+    return metrics
+
+
+def metric_vs_steps_figure(curves: Mapping[str, Mapping[int, float]], reference: float | None, metric: str, title: str):
+    """A matplotlib figure of ``metric`` against ``T`` (log2 axis), one line per curve, the ANN as a dashed line.
+
+    Example::
+
+        fig = metric_vs_steps_figure({"converted": {1: 0.5, 4: 0.8, 16: 0.86}}, 0.87, "dice", "fold 0")
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=80)
+    for name, rows in curves.items():
+        ts = sorted(rows)
+        ax.plot(ts, [rows[t] for t in ts], "o-", label=name)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", label="ANN")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _summary_writer(log_dir: str | os.PathLike):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def evaluate_models(
+    make_evaluator: Callable[..., Any],
+    data_loader: Any,
+    models: Mapping[str, str | os.PathLike],
+    network_def: torch.nn.Module,
+    output_dir: str | os.PathLike,
+    num_steps: Mapping[str, int | None] | None = None,
+    extra_steps: Mapping[str, Sequence[int]] | None = None,
+    info: Mapping[str, Any] | None = None,
+    metrics_file: str | os.PathLike | None = None,
+    log: bool = True,
+    summary_writer: Any = None,
+) -> dict[str, Any]:
+    """A bundle's evaluate stage: every model of ``models`` on ``data_loader`` -> ``metrics.json`` + TensorBoard.
+
+    Spiking networks run at their stored ``T`` (or ``num_steps[name]``), with an
+    :class:`~monai_snn.handlers.EnergyHandler` whose ratio is stored as ``energy_snn_over_ann`` (estimated energy of
+    the SNN over its ANN's, same inputs) and the mean firing rate; ``extra_steps[name]`` adds the metrics at other
+    ``T`` under ``at_T``. A missing weights file gives ``null`` (with a warning), so a partly trained fold can be
+    evaluated.
+
+    Args:
+        make_evaluator: the evaluator factory (see :func:`run_evaluator`).
+        data_loader: the evaluation batches.
+        models: name -> weights file (SNN settings in ``<stem>.json`` beside it, see
+            :func:`monai_snn.bundle.load_model`).
+        network_def: the ANN architecture.
+        output_dir: where ``metrics.json`` and the TensorBoard run go.
+        num_steps: name -> ``T`` (``None`` or absent: the stored one).
+        extra_steps: name -> more ``T`` to evaluate that model at.
+        info: more facts for ``metrics["info"]`` (the machine is always added).
+        metrics_file: another path for ``metrics.json`` (a copy still goes to ``output_dir``).
+        log: write a TensorBoard run to ``output_dir``.
+        summary_writer: the TensorBoard writer to log to (e.g. the stage's
+            :func:`monai_snn.handlers.stage_writer`, left open); ``None``: a new one on ``output_dir``, closed here.
+
+    Returns:
+        ``{name: {metric: value, "num_steps": T, "weights": path, ...} | None, ..., "info": {...}}``.
+
+    Raises:
+        ValueError: ``models`` is empty.
+
+    Example::
+
+        evaluate_models(factory, test_loader, {"ann": "models/ann.pt", "finetuned": "models/model.pt"},
+                        ConvertibleUNet(2, 1, 1), "runs/eval", extra_steps={"finetuned": [2]})
+    """
+    from monai_snn.bundle.models import load_model
+    from monai_snn.handlers import EnergyHandler, FiringRateHandler
+
+    if not models:
+        raise ValueError("models is empty: give at least one name -> weights file (e.g. {'ann': 'models/ann.pt'}).")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    num_steps, extra_steps = dict(num_steps or {}), dict(extra_steps or {})
+    results: dict[str, Any] = {}
+    for name, weights in models.items():
+        if not weights or not os.path.isfile(weights):
+            logger.warning("%s weights not found (%s): skipped.", name, weights)
+            results[name] = None
+            continue
+        net = load_model(name, models, network_def)
+        if not _is_spiking(net):
+            results[name] = {**run_evaluator(make_evaluator, net, data_loader, desc=name), "num_steps": None,
+                             "weights": str(weights)}  # fmt: skip
+            continue
+        T = int(num_steps.get(name) or net.num_steps)
+        energy = EnergyHandler(net, metric_prefix="energy_")
+        rates = FiringRateHandler(net, log_image=False)
+        m = run_evaluator(make_evaluator, net, data_loader, num_steps=T, desc=f"{name} T={T}",
+                          handlers=[energy, rates])  # fmt: skip
+        m["energy_snn_over_ann"] = m.get("energy_ratio")
+        m.update(num_steps=T, weights=str(weights), firing_rates=dict(rates.rates))
+        at_t = {}
+        for t in sorted({int(s) for s in extra_steps.get(name, ())} - {T}):
+            e = EnergyHandler(net, metric_prefix="energy_")
+            mt = run_evaluator(make_evaluator, net, data_loader, num_steps=t, desc=f"{name} T={t}", handlers=[e])
+            mt["energy_snn_over_ann"] = mt.get("energy_ratio")
+            at_t[str(t)] = mt
+        if at_t:
+            m["at_T"] = at_t
+        results[name] = m
+    results["info"] = {**dict(info or {}), **machine_info()}
+    target = Path(metrics_file) if metrics_file else out / "metrics.json"
+    write_json(target, results)
+    if target.resolve() != (out / "metrics.json").resolve():
+        write_json(out / "metrics.json", results)
+    for name in models:
+        if results.get(name):
+            key = results[name]["key_metric"]
+            logger.info("%s: %s %.4f (T=%s)", name, key, results[name][key], results[name]["num_steps"])
+    if log:
+        w = summary_writer if summary_writer is not None else _summary_writer(out)
+        try:
+            w.add_text("evaluate", "```\n" + json.dumps(results, indent=1, default=str) + "\n```", 0)
+            for name in models:
+                r = results.get(name)
+                if not r:
+                    continue
+                for k, v in r.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("num_steps",):
+                        w.add_scalar(f"test/{name}/{k}", v, 0)
+        finally:
+            if summary_writer is None:
+                w.close()
+            else:
+                w.flush()
+    return results

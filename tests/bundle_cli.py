@@ -1,0 +1,64 @@
+"""Running a bundle's stages through the real CLIs in tests: ``python -m monai.bundle run`` and the runner."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def bundle_env() -> dict:
+    """The environment of a stage subprocess: one thread, no warnings, the repository importable."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@contextlib.contextmanager
+def stage_environment() -> Iterator[None]:
+    """:func:`bundle_env` in ``os.environ`` for the runner's stage subprocesses, restored afterwards."""
+    env, keys = bundle_env(), ("OMP_NUM_THREADS", "PYTHONWARNINGS", "PYTHONPATH")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: env[k] for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_bundle(bundle: Path, configs: list[str], *args: str, check: bool = True, timeout: int = 600, **overrides):
+    """``python -m monai.bundle run`` with ``configs/<name>.json`` of ``bundle`` merged in order, and overrides."""
+    cfg = bundle / "configs"
+    files = repr([str(cfg / f"{c}.json") for c in configs])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--meta_file",
+           str(cfg / "metadata.json"), "--logging_file", str(cfg / "logging.conf"), "--bundle_root", str(bundle),
+           *args]  # fmt: skip
+    for k, v in overrides.items():
+        cmd += [f"--{k}", str(v)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=bundle_env(), timeout=timeout, cwd=str(REPO))
+    if check and proc.returncode != 0:
+        pytest.fail(f"bundle run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def run_ddp(bundle: Path, configs: list[str], port: int, timeout: int = 300, **overrides):
+    """The same through ``torch.distributed.run`` with two CPU processes (gloo)."""
+    cfg = bundle / "configs"
+    files = repr([str(cfg / f"{c}.json") for c in configs])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
+           "monai.bundle", "run", "--config_file", files, "--logging_file", str(cfg / "logging.conf"),
+           "--bundle_root", str(bundle)]  # fmt: skip
+    for k, v in overrides.items():
+        cmd += [f"--{k}", str(v)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=bundle_env(), timeout=timeout, cwd=str(REPO))

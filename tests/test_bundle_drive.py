@@ -1,0 +1,168 @@
+"""Smoke tests of the ``bundles/drive_snn`` MONAI bundle on real DRIVE images, through the real CLI.
+
+Tiny settings (3 training images of which 1 validates, 2 test images, channels (4, 8, 16, 32), 4 patches per image,
+1 epoch, T <= 2). Without the data the tests skip, under CI they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.bundle_cli import run_bundle, run_ddp, stage_environment
+from tests.conftest import DATA, REPO, require_data
+
+BUNDLE = REPO / "bundles" / "drive_snn"
+CFG = BUNDLE / "configs"
+MODELS = BUNDLE / "models"
+DRIVE = DATA / "DRIVE"
+TINY = {
+    "channels": "[4,8,16,32]",
+    "num_val": 1,
+    "max_epochs": 1,
+    "val_interval": 1,
+    "image_repeats": 1,
+    "finetune_image_repeats": 1,
+    "patches_per_image": 4,
+    "convert_steps": 2,
+    "finetune_steps": 2,
+    "steps_sweep": "[1,2]",
+    "num_calibration": 8,
+    "percentile_candidates": "[99.9,99]",
+    "eval_extra_steps": "{'finetuned':[1]}",
+}
+
+
+def _bundle(configs: list[str], *args: str, check: bool = True, **overrides):
+    return run_bundle(BUNDLE, configs, *args, check=check, **overrides)
+
+
+@pytest.fixture(scope="module")
+def tiny_drive(tmp_path_factory) -> Path:
+    """A DRIVE-layout folder with 3 training and 2 test images (symlinks to the real files)."""
+    require_data(DRIVE)
+    root = tmp_path_factory.mktemp("drive") / "DRIVE"
+    picks = {"training": ("21", "22", "23"), "test": ("01", "02")}
+    for split, numbers in picks.items():
+        for sub in ("images", "1st_manual", "mask"):
+            (root / split / sub).mkdir(parents=True)
+            for p in sorted((DRIVE / split / sub).iterdir()):
+                if p.name[:2] in numbers:
+                    os.symlink(p, root / split / sub / p.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_drive, tmp_path_factory) -> Path:
+    """The four stages of one fold through the resumable runner, tiny settings."""
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    out = tmp_path_factory.mktemp("drive_run")
+    overrides = dict(TINY, data_dir=str(tiny_drive))
+    with stage_environment():
+        status = run_cross_validation(BUNDLE, out, folds=[0], overrides=overrides, quiet=True)
+    assert set(status.values()) == {"done"}
+    return out / "fold0"
+
+
+def test_stages_write_models_and_fov_metrics(pipeline):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert (pipeline / "train_ann" / "ckpt" / "best_model.pt").is_file()
+    conv = json.loads((pipeline / "convert" / "metrics.json").read_text())
+    assert set(conv["metrics_vs_T"]) == {"1", "2"} and conv["converted"]["num_steps"] == 2
+    assert conv["percentile_search"]["metric"] == "f1" and set(conv["percentile_search"]["val_metric"]) == {"99.9", "99"}
+    for net in ("ann", "converted"):
+        for key in ("f1", "jaccard", "accuracy", "auc"):
+            assert 0.0 <= conv[net][key] <= 1.0
+    assert conv["converted"]["energy_snn_over_ann"] > 0 and conv["converted"]["firing_rates"]
+    settings = json.loads((pipeline / "convert" / "snn_converted.json").read_text())
+    assert settings["percentile"] == conv["percentile_search"]["chosen"] and settings["num_steps"] == 2
+    assert (pipeline / "finetune" / "snn_finetuned.pt").is_file()
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    assert ev["info"]["models_from"] == "run" and ev["info"]["num_images"] == 2
+    assert ev["ann"]["num_steps"] is None and ev["finetuned"]["num_steps"] == 2
+    assert ev["finetuned"]["key_metric"] == "f1" and set(ev["finetuned"]["at_T"]) == {"1"}
+    assert ev["converted"]["energy_snn_over_ann"] > 0
+    # one TensorBoard event file per training stage (all handlers share the stage's writer), energy logged once
+    for stage in ("train_ann", "finetune"):
+        (events,) = (pipeline / stage).glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "energy_ratio" in tags and not any(t.startswith("energy/") for t in tags)
+    assert "f1" in tags and any(t.startswith("firing_rate") for t in tags)
+
+
+def test_rerun_skips_finished_stages(pipeline, tiny_drive):
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], overrides=dict(TINY, data_dir=str(tiny_drive)),
+                                  quiet=True)  # fmt: skip
+    assert set(status.values()) == {"skipped"}
+
+
+def test_inference_contract(pipeline, tiny_drive, tmp_path):
+    """--input_dir / --output_dir: <stem>_seg.png (0/255) and <stem>_prob.png, input height x width, per image."""
+    models = tmp_path / "models"
+    models.mkdir()
+    run = pipeline
+    for src, dst in ((run / "train_ann" / "ckpt" / "best_model.pt", "ann.pt"),
+                     (run / "convert" / "snn_converted.pt", "converted.pt"),
+                     (run / "convert" / "snn_converted.json", "converted.json"),
+                     (run / "finetune" / "snn_finetuned.pt", "model.pt"),
+                     (run / "finetune" / "snn_finetuned.json", "model.json")):  # fmt: skip
+        os.symlink(src, models / dst)
+    src = tiny_drive / "test" / "images"
+    proc = _bundle(["common", "inference"], input_dir=src, output_dir=tmp_path / "out", models_dir=models,
+                   channels=TINY["channels"])  # fmt: skip
+    assert "inference: [2/2] 100%" in proc.stderr
+    for img in sorted(src.iterdir()):
+        h, w = np.asarray(Image.open(img)).shape[:2]
+        seg = np.asarray(Image.open(tmp_path / "out" / f"{img.stem}_seg.png"))
+        prob = np.asarray(Image.open(tmp_path / "out" / f"{img.stem}_prob.png"))
+        assert seg.shape == (h, w) and prob.shape == (h, w) and seg.dtype == np.uint8 and prob.dtype == np.uint8
+        assert set(np.unique(seg)) <= {0, 255}
+        assert ((prob >= 128) == (seg == 255)).mean() > 0.99  # the mask is the thresholded probability
+    assert len(list((tmp_path / "out").iterdir())) == 4
+    # --network ann on a single file
+    one = src / sorted(os.listdir(src))[0]
+    _bundle(["common", "inference"], input_dir=one, output_dir=tmp_path / "ann", models_dir=models, network="ann",
+            channels=TINY["channels"])  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == [f"{one.stem}_prob.png", f"{one.stem}_seg.png"]
+
+
+@pytest.mark.parametrize("case", ["grey", "empty", "unreadable"])
+def test_inference_bad_input_names_the_file(tiny_drive, tmp_path, case):
+    src = tmp_path / "in"
+    src.mkdir()
+    if case == "grey":
+        bad = src / "grey.png"
+        Image.open(next((tiny_drive / "test" / "images").iterdir())).convert("L").save(bad)
+        expected = ["grey.png", "3 channels", "got 1 channel"]
+    elif case == "unreadable":
+        bad = src / "broken.tif"
+        bad.write_bytes(b"not an image")
+        expected = ["broken.tif", "not a readable image"]
+    else:
+        expected = ["no ", str(src)]
+    proc = _bundle(["common", "inference"], check=False, input_dir=src, output_dir=tmp_path / "out",
+                   network="ann", models_dir=tmp_path)  # fmt: skip
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_ddp_two_processes_gloo(tiny_drive, tmp_path):
+    proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], 29527, output_dir=tmp_path,
+                   data_dir=tiny_drive, **TINY)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    stage = tmp_path / "fold0" / "train_ann"
+    assert (stage / "ckpt" / "best_model.pt").is_file() and list((stage / "ckpt").glob("latest*.pt"))
+    assert len(list(stage.glob("events.out.tfevents.*"))) == 1  # rank 1 writes no event file
