@@ -1,0 +1,167 @@
+"""Unit tests of the generic bundle toolkit (``monai_snn.bundle``, ``stage_writer``, ``apps.variants``) on tiny
+synthetic data: evaluation through an evaluator factory, the conversion stage, the evaluate stage, task-code loading."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+from monai.handlers import MeanDice, from_engine
+from monai.transforms import Activationsd, AsDiscreted, Compose
+
+from monai_snn.bundle import (
+    calibration_batch,
+    evaluate_models,
+    load_scripts,
+    run_conversion,
+    run_evaluator,
+    select_percentile,
+)
+from monai_snn.conversion import snn_settings
+from monai_snn.engines import SpikingEvaluator
+from monai_snn.handlers import NullWriter, stage_writer
+from monai_snn.networks import ConvertibleUNet
+
+
+def _data(n: int = 6, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        x = torch.rand(1, 16, 16, generator=g)
+        out.append({"image": x, "label": (x > 0.5).float()})
+    return out
+
+
+def _factory():
+    post = Compose([Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=0.5)])
+    return functools.partial(
+        SpikingEvaluator, device="cpu", postprocessing=post,
+        key_val_metric={"dice": MeanDice(include_background=True, output_transform=from_engine(["pred", "label"]))},
+    )  # fmt: skip
+
+
+def _loader(data):
+    from monai.data import DataLoader
+
+    return DataLoader(data, batch_size=3)
+
+
+def _ann() -> ConvertibleUNet:
+    torch.manual_seed(0)
+    return ConvertibleUNet(2, 1, 1, channels=(4, 8)).eval()
+
+
+def test_calibration_batch_spreads_and_flattens_patch_lists():
+    data = [{"image": torch.full((1, 4, 4), float(i))} for i in range(10)]
+    (batch,) = calibration_batch(data, 5)
+    assert batch.shape == (5, 1, 4, 4) and batch[:, 0, 0, 0].tolist() == [0, 2, 4, 6, 8]
+    patches = [[{"image": torch.full((1, 4, 4), 10.0 * i + j)} for j in range(3)] for i in range(4)]
+    (batch,) = calibration_batch(patches, 5)  # items are lists of patches (RandSpatialCropSamplesd)
+    assert batch[:, 0, 0, 0].tolist() == [0, 1, 2, 10, 11]
+    with pytest.raises(ValueError, match="training set is empty"):
+        calibration_batch([], 4)
+    with pytest.raises(ValueError, match="num_calibration"):
+        calibration_batch(data, 0)
+
+
+def test_run_evaluator_ann_and_snn_restores_t():
+    ann, data = _ann(), _data()
+    m = run_evaluator(_factory(), ann, _loader(data), progress=False)
+    assert m["key_metric"] == "dice" and 0.0 <= m["dice"] <= 1.0
+    settings = snn_settings(num_steps=4, percentile=99.0)
+    from monai_snn.conversion import convert_with_settings
+
+    snn = convert_with_settings(ann, calibration_batch(data, 6), settings)
+    m2 = run_evaluator(_factory(), snn, _loader(data), num_steps=2, progress=False)
+    assert 0.0 <= m2["dice"] <= 1.0 and snn.num_steps == 4  # the evaluator's T is restored afterwards
+    with pytest.raises(ValueError, match="positive integer"):
+        run_evaluator(_factory(), snn, _loader(data), num_steps=0, progress=False)
+
+
+def test_select_percentile_picks_the_best_validation_value(monkeypatch):
+    import monai_snn.bundle.conversion as conv
+
+    scores = {99.9: 0.5, 99.0: 0.8, 95.0: 0.8}  # ties go to the higher percentile (fewer spikes)
+    calls = []
+
+    def fake_eval(make, net, loader, num_steps=None, desc=None, **kw):
+        p = float(desc.split()[1].rstrip(","))
+        calls.append((p, num_steps))
+        return {"dice": scores[p], "key_metric": "dice"}
+
+    monkeypatch.setattr(conv, "run_evaluator", fake_eval)
+    data = _data()
+    out = select_percentile(_ann(), calibration_batch(data, 6), snn_settings(num_steps=3), (95.0, 99.0, 99.9), None,
+                            None)  # fmt: skip
+    assert out["chosen"] == 99.0 and out["metric"] == "dice" and out["val_metric"] == {"99.9": 0.5, "99": 0.8,
+                                                                                        "95": 0.8}  # fmt: skip
+    assert {t for _, t in calls} == {3}
+    with pytest.raises(ValueError, match=r"\(0, 100\]"):
+        select_percentile(_ann(), None, snn_settings(), (101.0,), None, None)
+
+
+def test_conversion_and_evaluate_stages(tmp_path):
+    ann, data = _ann(), _data()
+    ckpt = tmp_path / "ann.pt"
+    torch.save({"network": ann.state_dict()}, ckpt)
+    settings = snn_settings(num_steps=2, percentile=99.0)
+    m = run_conversion(ConvertibleUNet(2, 1, 1, channels=(4, 8)), ckpt, calibration_batch(data, 6), settings,
+                       _factory(), _loader(data), tmp_path / "convert", (1, 2), _loader(data[:3]), (99.0, 99.9))
+    assert set(m["metrics_vs_T"]) == {"1", "2"} and m["converted"]["num_steps"] == 2
+    assert m["converted"]["energy_snn_over_ann"] > 0 and m["converted"]["firing_rates"]
+    saved = json.loads((tmp_path / "convert" / "snn_converted.json").read_text())
+    assert saved["percentile"] == m["percentile_search"]["chosen"]
+    assert m["metrics_vs_T"]["2"]["dice"] == m["converted"]["dice"]
+    models = {"ann": str(ckpt), "converted": str(tmp_path / "convert" / "snn_converted.pt"),
+              "finetuned": str(tmp_path / "missing.pt")}  # fmt: skip
+    ev = evaluate_models(_factory(), _loader(data), models, ConvertibleUNet(2, 1, 1, channels=(4, 8)),
+                         tmp_path / "eval", extra_steps={"converted": [1]})  # fmt: skip
+    assert ev["finetuned"] is None  # missing weights are reported, not fatal
+    assert ev["ann"]["dice"] == pytest.approx(m["ann"]["dice"])
+    assert ev["converted"]["dice"] == pytest.approx(m["converted"]["dice"]) and ev["converted"]["num_steps"] == 2
+    assert ev["converted"]["at_T"]["1"]["dice"] == pytest.approx(m["metrics_vs_T"]["1"]["dice"])
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["info"]["cpu_count"] >= 1
+    with pytest.raises(ValueError, match="models is empty"):
+        evaluate_models(_factory(), _loader(data), {}, ann, tmp_path)
+
+
+def test_load_scripts_unique_names_and_errors(tmp_path):
+    from tests.conftest import REPO
+
+    drive = load_scripts(REPO / "bundles" / "drive_snn")
+    em = load_scripts(REPO / "bundles" / "em_snn")
+    assert drive.__name__ == "drive_snn_scripts" and em.__name__ == "em_snn_scripts"
+    assert hasattr(drive, "drive") and hasattr(drive, "metrics") and hasattr(em, "em")
+    assert load_scripts(REPO / "bundles" / "drive_snn") is drive
+    with pytest.raises(FileNotFoundError, match="no task code"):
+        load_scripts(tmp_path)
+
+
+def test_stage_writer_and_null_writer(tmp_path):
+    w = stage_writer(tmp_path)
+    w.add_scalar("x", 1.0, 0)
+    w.close()
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+    n = NullWriter()
+    n.add_scalar("x", 1.0, 0), n.add_image("y", None), n.flush(), n.close()
+    with pytest.raises(AttributeError):
+        n.log_dir  # noqa: B018
+
+
+def test_variants_file_errors(tmp_path):
+    from monai_snn.apps.variants import load_variants, run_variants
+
+    good = tmp_path / "v.json"
+    good.write_text(json.dumps({"title": "t", "variants": {"a b": {"neuron": "if"}, "c": {}}}))
+    assert load_variants(good) == ("t", {"a b": {"neuron": "if"}, "c": {}})
+    for bad, msg in (({"variants": {}}, "at least one"), ({"variants": {"a": 1}}, "object of overrides"),
+                     ({"variants": {"a b": {}, "a_b": {}}}, "same folder")):  # fmt: skip
+        good.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=msg):
+            load_variants(good)
+    with pytest.raises(FileNotFoundError, match="no trained ANN"):
+        run_variants("bundles/drive_snn", tmp_path, {"a": {}}, tmp_path / "out")
+    with pytest.raises(ValueError, match="leave train_ann out"):
+        run_variants("bundles/drive_snn", tmp_path, {"a": {}}, tmp_path / "out", stages=["train_ann"])
