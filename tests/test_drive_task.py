@@ -2,17 +2,15 @@
 the reference preprocessing (grey, standardization, [0, 1], CLAHE, gamma), patch sampling, sliding-window
 reassembly, FOV-masked metrics (functions, ``FOVMetric``, ``FOVMetricHandler`` in a ``SupervisedEvaluator``).
 
-The modules are loaded from their paths with importlib, so they never clash with another bundle's ``scripts``
-package. Real-data cases read ``$MONAI_SNN_DATA/DRIVE``; bad inputs are built in ``tmp_path`` from copies of real
+The modules are loaded with ``monai_snn.bundle.load_scripts`` (a module name of its own per bundle), as the configs
+do. Real-data cases read ``$MONAI_SNN_DATA/DRIVE``; bad inputs are built in ``tmp_path`` from copies of real
 files.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +21,15 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose
 from PIL import Image
 
+from monai_snn.bundle import load_scripts
 from tests.conftest import DATA, REPO, require_data
 
-SCRIPTS = REPO / "bundles" / "drive_snn" / "scripts"
+_SCRIPTS = load_scripts(REPO / "bundles" / "drive_snn")
+drive = _SCRIPTS.drive
+metrics = _SCRIPTS.metrics
 DRIVE_DIR = DATA / "DRIVE"
 
 
-def _load(name: str):
-    module_name = f"drive_snn_scripts_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-drive = _load("drive")
-metrics = _load("metrics")
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,15 @@
 hold-out and cross-validation splits, transforms (intensity, label mapping, patches, flips / rotations), the
 sliding-window inferer, the metrics (functions and ``ConfusionMatrix`` handlers in a ``SupervisedEvaluator``).
 
-The module is loaded from its path with importlib, so it never clashes with another bundle's ``scripts`` package.
+The task code is loaded with ``monai_snn.bundle.load_scripts`` (a module name of its own per bundle), as the configs do.
 Real-data cases read ``$MONAI_SNN_DATA/ISBI2012_EM`` (listing validates all 90 files, but only two slices are
 transformed); bad inputs are built in ``tmp_path`` from copies of real files.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +22,14 @@ from monai.metrics import ConfusionMatrixMetric
 from monai.transforms import Compose
 from PIL import Image
 
+from monai_snn.bundle import load_scripts
 from tests.conftest import DATA, REPO, require_data
 
-SCRIPTS = REPO / "bundles" / "em_snn" / "scripts"
+_SCRIPTS = load_scripts(REPO / "bundles" / "em_snn")
+em = _SCRIPTS.em
 EM_DIR = DATA / "ISBI2012_EM"
 
 
-def _load(name: str):
-    module_name = f"em_snn_scripts_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-em = _load("em")
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,8 @@ from monai.transforms import (
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from PIL import Image
 
+from monai_snn.transforms import BinarizeLabeld, CheckChannelsd, channels_text, item_source, source_of
+
 __all__ = [
     "IMAGE",
     "LABEL",
@@ -82,9 +84,6 @@ __all__ = [
     "split_train_val",
     "RGBToGrey",
     "RGBToGreyd",
-    "CheckChannelsd",
-    "BinarizeLabel",
-    "BinarizeLabeld",
     "CLAHE",
     "CLAHEd",
     "load_transforms",
@@ -294,22 +293,6 @@ def split_train_val(
 # ------------------------------------------------------------------------------------------------- transforms
 
 
-def _source(img: Any, fallback: str) -> str:
-    """The file an image was loaded from (MetaTensor ``filename_or_obj``), else ``fallback``."""
-    meta = getattr(img, "meta", None)
-    if isinstance(meta, Mapping) and meta.get("filename_or_obj"):
-        return str(meta["filename_or_obj"])
-    return fallback
-
-
-def _fallback(d: Mapping[Hashable, Any], key: Hashable) -> str:
-    return f"'{key}' of item {d.get('name', '?')}"
-
-
-def _plural(n: int) -> str:
-    return f"{n} channel" if n == 1 else f"{n} channels"
-
-
 class RGBToGrey(Transform):
     """Channel-first RGB image -> one grey channel ``0.299 R + 0.587 G + 0.114 B`` (float32).
 
@@ -336,8 +319,8 @@ class RGBToGrey(Transform):
             got = img_t.shape[0] if img_t.ndim >= 2 else 1
             kind = "a grey image" if got == 1 else "an image"
             raise ValueError(
-                f"{source or _source(img, 'image')}: expected a colour image with {_plural(n)} (channel first), "
-                f"got {kind} with {_plural(got)} (shape {tuple(img_t.shape)})."
+                f"{source or source_of(img, 'image')}: expected a colour image with {channels_text(n)} (channel first), "
+                f"got {kind} with {channels_text(got)} (shape {tuple(img_t.shape)})."
             )
         w = torch.as_tensor(self.weights, dtype=torch.float32, device=img_t.device).view(n, *[1] * (img_t.ndim - 1))
         grey = (img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t).float().mul(w).sum(0, keepdim=True)
@@ -359,103 +342,7 @@ class RGBToGreyd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = self.converter(d[key], source=_source(d[key], _fallback(d, key)))
-        return d
-
-
-class CheckChannelsd(MapTransform):
-    """Check the channel count of channel-first images (e.g. 1 for labels and masks: a colour label is an error).
-
-    Args:
-        keys: keys of the images to check.
-        num_channels: the expected number of channels.
-        allow_missing_keys: don't raise for missing keys.
-
-    Raises:
-        ValueError: naming the file and both channel counts.
-
-    Example:
-        >>> CheckChannelsd("label", 1)({"label": torch.zeros(3, 4, 4)})  # ValueError: ... got 3 channels
-    """
-
-    def __init__(self, keys: KeysCollection, num_channels: int = 1, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.num_channels = int(num_channels)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            got = int(d[key].shape[0])
-            if got != self.num_channels:
-                kind = {1: "grey", 3: "colour"}
-                got_kind = kind.get(got, f"shape {tuple(d[key].shape)}")
-                raise ValueError(
-                    f"{_source(d[key], _fallback(d, key))}: expected {_plural(self.num_channels)} "
-                    f"({kind.get(self.num_channels, key)}), got {_plural(got)} ({got_kind})."
-                )
-        return d
-
-
-class BinarizeLabel(Transform):
-    """Binary annotation with values ``values = (background, foreground)`` -> float32 {0, 1}.
-
-    Args:
-        values: the two values the image may hold (DRIVE ``1st_manual`` and ``mask``: 0 and 255).
-        require_foreground: an image without any foreground pixel is an error.
-
-    Raises:
-        ValueError: a value outside ``values`` (listed) or no foreground pixel; names the file.
-
-    Example:
-        >>> BinarizeLabel()(torch.tensor([[[0.0, 255.0]]]))
-        tensor([[[0., 1.]]])
-    """
-
-    backend = [TransformBackends.TORCH]
-
-    def __init__(self, values: Sequence[float] = (0, 255), require_foreground: bool = True) -> None:
-        if len(values) != 2:
-            raise ValueError(f"values must be (background, foreground), got {values}.")
-        self.values = (float(values[0]), float(values[1]))
-        self.require_foreground = require_foreground
-
-    def __call__(self, img: Any, source: str | None = None) -> torch.Tensor:
-        img_t = convert_to_tensor(img, track_meta=get_track_meta())
-        raw = img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t
-        uniq = torch.unique(raw)
-        bad = uniq[(uniq != self.values[0]) & (uniq != self.values[1])]
-        src = source or _source(img, "label")
-        if bad.numel():
-            raise ValueError(
-                f"{src}: values {bad[:10].tolist()} outside the expected {{{self.values[0]:g}, {self.values[1]:g}}} "
-                f"(found {uniq[:10].tolist()})."
-            )
-        fg = raw == self.values[1]
-        if self.require_foreground and not bool(fg.any()):
-            raise ValueError(f"{src}: no foreground pixel (value {self.values[1]:g}).")
-        out, *_ = convert_to_dst_type(fg.to(torch.float32), img_t, dtype=torch.float32)
-        return out
-
-
-class BinarizeLabeld(MapTransform):
-    """Dictionary version of :class:`BinarizeLabel`; errors name the loaded file (or the item's ``name``)."""
-
-    backend = BinarizeLabel.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        values: Sequence[float] = (0, 255),
-        require_foreground: bool = True,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.converter = BinarizeLabel(values, require_foreground)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.converter(d[key], source=_source(d[key], _fallback(d, key)))
+            d[key] = self.converter(d[key], source=item_source(d, key))
         return d
 
 
@@ -491,7 +378,7 @@ class CLAHE(Transform):
 
         img_t = convert_to_tensor(img, track_meta=get_track_meta())
         arr = np.asarray(img_t.detach().cpu().numpy() if isinstance(img_t, torch.Tensor) else img_t, dtype=np.float64)
-        src = source or _source(img, "image")
+        src = source or source_of(img, "image")
         lo, hi = float(arr.min()), float(arr.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"{src}: CLAHE expects intensities in [0, 1], got [{lo:.4g}, {hi:.4g}] (rescale first).")
@@ -524,7 +411,7 @@ class CLAHEd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = self.equalizer(d[key], source=_source(d[key], _fallback(d, key)))
+            d[key] = self.equalizer(d[key], source=item_source(d, key))
         return d
 
 

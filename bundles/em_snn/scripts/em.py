@@ -41,7 +41,7 @@ plain functions, :func:`em_metrics` the ``monai.handlers.ConfusionMatrix`` handl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, partition_dataset
-from monai.data.meta_obj import get_track_meta
 from monai.handlers import ConfusionMatrix, from_engine
 from monai.inferers import SlidingWindowInferer
 from monai.metrics import ConfusionMatrixMetric
@@ -61,15 +60,15 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
-    MapTransform,
     RandFlipd,
     RandRotate90d,
     RandSpatialCropSamplesd,
     ScaleIntensityRanged,
     Transform,
 )
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from PIL import Image
+
+from monai_snn.transforms import BinarizeLabeld, CheckChannelsd
 
 __all__ = [
     "IMAGE",
@@ -84,9 +83,6 @@ __all__ = [
     "em_datalist",
     "holdout_split",
     "cv_split",
-    "CheckChannelsd",
-    "BinarizeLabel",
-    "BinarizeLabeld",
     "load_transforms",
     "intensity_transforms",
     "augment_transforms",
@@ -379,110 +375,6 @@ def cv_split(
 
 
 # ------------------------------------------------------------------------------------------------- transforms
-
-
-def _source(img: Any, fallback: str) -> str:
-    """The file an image was loaded from (MetaTensor ``filename_or_obj``), else ``fallback``."""
-    meta = getattr(img, "meta", None)
-    if isinstance(meta, Mapping) and meta.get("filename_or_obj"):
-        return str(meta["filename_or_obj"])
-    return fallback
-
-
-def _fallback(d: Mapping[Hashable, Any], key: Hashable) -> str:
-    return f"'{key}' of slice {d.get('slice', '?')}"
-
-
-def _plural(n: int) -> str:
-    return f"{n} channel" if n == 1 else f"{n} channels"
-
-
-class CheckChannelsd(MapTransform):
-    """Check the channel count of channel-first images (1 for EM images and labels: a colour PNG is an error).
-
-    Args:
-        keys: keys of the images to check.
-        num_channels: the expected number of channels.
-        allow_missing_keys: don't raise for missing keys.
-
-    Raises:
-        ValueError: naming the file (or the item's slice) and both channel counts.
-
-    Example:
-        >>> CheckChannelsd("image", 1)({"image": torch.zeros(3, 4, 4)})  # ValueError: ... got 3 channels (colour)
-    """
-
-    def __init__(self, keys: KeysCollection, num_channels: int = 1, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.num_channels = int(num_channels)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            got = int(d[key].shape[0])
-            if got != self.num_channels:
-                kinds = {1: "grey", 3: "colour", 4: "colour with alpha"}
-                raise ValueError(
-                    f"{_source(d[key], _fallback(d, key))}: expected {_plural(self.num_channels)} "
-                    f"({kinds.get(self.num_channels, key)}), got {_plural(got)} "
-                    f"({kinds.get(got, f'shape {tuple(d[key].shape)}')})."
-                )
-        return d
-
-
-class BinarizeLabel(Transform):
-    """Binary annotation with values ``values = (background, foreground)`` -> float32 {0, 1}.
-
-    For ISBI 2012 EM: 0 (membrane) -> 0, 255 (cell interior) -> 1.
-
-    Args:
-        values: the two values the label may hold.
-
-    Raises:
-        ValueError: a value outside ``values`` (listed); names the file.
-
-    Example:
-        >>> BinarizeLabel()(torch.tensor([[[0.0, 255.0]]]))
-        tensor([[[0., 1.]]])
-    """
-
-    backend = [TransformBackends.TORCH]
-
-    def __init__(self, values: Sequence[float] = (0, 255)) -> None:
-        if len(values) != 2:
-            raise ValueError(f"values must be (background, foreground), got {values}.")
-        self.values = (float(values[0]), float(values[1]))
-
-    def __call__(self, img: Any, source: str | None = None) -> torch.Tensor:
-        img_t = convert_to_tensor(img, track_meta=get_track_meta())
-        raw = img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t
-        uniq = torch.unique(raw)
-        bad = uniq[(uniq != self.values[0]) & (uniq != self.values[1])]
-        if bad.numel():
-            raise ValueError(
-                f"{source or _source(img, 'label')}: values {bad[:10].tolist()} outside the expected "
-                f"{{{self.values[0]:g}, {self.values[1]:g}}} (found {uniq[:10].tolist()})."
-            )
-        out, *_ = convert_to_dst_type((raw == self.values[1]).to(torch.float32), img_t, dtype=torch.float32)
-        return out
-
-
-class BinarizeLabeld(MapTransform):
-    """Dictionary version of :class:`BinarizeLabel`; errors name the loaded file (or the item's slice)."""
-
-    backend = BinarizeLabel.backend
-
-    def __init__(
-        self, keys: KeysCollection, values: Sequence[float] = (0, 255), allow_missing_keys: bool = False
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.converter = BinarizeLabel(values)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.converter(d[key], source=_source(d[key], _fallback(d, key)))
-        return d
 
 
 def load_transforms(keys: KeysCollection = (IMAGE, LABEL), reverse_indexing: bool = True) -> list[Transform]:
