@@ -166,3 +166,15 @@ def test_ddp_two_processes_gloo(tiny_drive, tmp_path):
     stage = tmp_path / "fold0" / "train_ann"
     assert (stage / "ckpt" / "best_model.pt").is_file() and list((stage / "ckpt").glob("latest*.pt"))
     assert len(list(stage.glob("events.out.tfevents.*"))) == 1  # rank 1 writes no event file
+
+
+@pytest.mark.parametrize("stage", ["train_ann", "convert", "finetune", "evaluate", "inference"])
+def test_full_profile_merges_over_every_stage(stage):
+    """The GPU profile (not run here) parses over each stage and builds its wider network."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CFG / "common.json"), str(CFG / f"{stage}.json"), str(CFG / "full.json")])
+    assert parser["patches_per_image"] == 64 and parser["steps_sweep"][-1] == 64
+    net = parser.get_parsed_content("network_def")
+    assert tuple(net.channels) == (32, 64, 128, 256)

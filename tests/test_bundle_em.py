@@ -120,3 +120,15 @@ def test_ddp_two_processes_gloo(tiny_em, tmp_path):
     stage = tmp_path / "fold0" / "train_ann"
     assert (stage / "ckpt" / "best_model.pt").is_file()
     assert len(list(stage.glob("events.out.tfevents.*"))) == 1
+
+
+@pytest.mark.parametrize("stage", ["train_ann", "convert", "finetune", "evaluate", "inference"])
+def test_full_profile_merges_over_every_stage(stage):
+    """The GPU profile (not run here) parses over each stage: the paper's T = 50, whole slices, a wider network."""
+    from monai.bundle import ConfigParser
+
+    cfg = BUNDLE / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(cfg / "common.json"), str(cfg / f"{stage}.json"), str(cfg / "full.json")])
+    assert parser["convert_steps"] == parser["finetune_steps"] == 50 and parser["patch_size"] == [512, 512]
+    assert tuple(parser.get_parsed_content("network_def").channels) == (32, 64, 128, 256)
