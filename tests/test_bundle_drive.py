@@ -178,3 +178,28 @@ def test_full_profile_merges_over_every_stage(stage):
     assert parser["patches_per_image"] == 64 and parser["steps_sweep"][-1] == 64
     net = parser.get_parsed_content("network_def")
     assert tuple(net.channels) == (32, 64, 128, 256)
+
+
+def test_killed_training_resumes_to_the_uninterrupted_weights(tiny_drive, tmp_path):
+    """kill -9 mid-epoch 2 of train_ann, rerun: the resumed run draws the same patches (random crop / flip state in
+    the checkpoint) and ends with the weights of an uninterrupted run."""
+    import torch
+
+    args = dict(TINY, data_dir=tiny_drive, max_epochs=2, image_repeats=2)
+    run_bundle(BUNDLE, ["common", "train_ann"], output_dir=tmp_path / "once", **args)
+    fault = str(REPO / "tests" / "fault_injection")
+    env_kill = {"MONAI_SNN_KILL": "train_ann.json:2:1", "PYTHONPATH": fault + os.pathsep + str(REPO)}
+    old = {k: os.environ.get(k) for k in env_kill}
+    os.environ.update(env_kill)
+    try:
+        killed = run_bundle(BUNDLE, ["common", "train_ann"], check=False, output_dir=tmp_path / "twice", **args)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert killed.returncode == -9
+    assert (tmp_path / "twice" / "fold0" / "train_ann" / "ckpt" / "latest_checkpoint_epoch=1.pt").is_file()
+    run_bundle(BUNDLE, ["common", "train_ann"], output_dir=tmp_path / "twice", **args)
+    a, b = (torch.load(p / "fold0" / "train_ann" / "ckpt" / "latest_checkpoint_epoch=2.pt", weights_only=True)
+            for p in (tmp_path / "once", tmp_path / "twice"))  # fmt: skip
+    for k, v in a["network"].items():
+        assert torch.equal(v, b["network"][k]), k
