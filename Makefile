@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 # main job: the hippocampus bundle, five-fold cross-validation (resumable: finished folds/stages are skipped)
 run: $(STAMP)
 	$(PY) -m monai_snn.apps.cross_validation --bundle_root bundles/hippocampus_snn --output_dir runs/hippo --folds 0 1 2 3 4
-	$(PY) -m monai_snn.apps.summary --runs runs/hippo --output_dir runs/hippo/summary
+	$(PY) -m monai_snn.apps.summary --runs runs/hippo --metrics dice_3d_mean dice_2d_mean --output_dir runs/hippo/summary
 
 # quick look (about 5 min): train a small ANN, convert it, print ANN vs SNN variants
 demo: $(STAMP)

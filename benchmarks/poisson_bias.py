@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
-from monai_snn.apps import bundle_utils as bu
+from monai_snn.bundle import load_scripts
 from monai_snn.conversion import build_snn
 from monai_snn.handlers import load_weights
 from monai_snn.networks import ConvertibleUNet
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "hippocampus_snn"
 
 
 def main() -> None:
@@ -35,6 +38,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    bu = load_scripts(BUNDLE).task  # the bundle's task code: fold split, slices
     split = bu.fold_split(f"{args.run_dir}/prep/datalist.json", args.fold)
     slices = bu.make_slices(split["test"][: args.volumes], args.encoding)
     fold_dir = f"{args.run_dir}/fold{args.fold}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Hippocampus data preparation (thin CLI over :mod:`monai_snn.apps.hippocampus`).
+Hippocampus data preparation (thin CLI over the bundle's task code ``bundles/hippocampus_snn/scripts/hippocampus.py``).
 
 Examples (from the repository root)::
 
@@ -20,11 +20,14 @@ import logging
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 try:
-    from monai_snn.apps import hippocampus as hippo
+    from monai_snn.bundle import load_scripts
 except ImportError:  # not installed: fall back to the repository checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from monai_snn.apps import hippocampus as hippo
+    sys.path.insert(0, str(REPO))
+    from monai_snn.bundle import load_scripts
+
+hippo = load_scripts(REPO / "bundles" / "hippocampus_snn").hippocampus
 
 
 def _paths(arg: list[str]) -> list[Path]:

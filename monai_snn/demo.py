@@ -25,13 +25,15 @@ from monai.engines import SupervisedTrainer
 from monai.handlers import CheckpointSaver
 from monai.losses import DiceCELoss
 
-from monai_snn.apps.hippocampus import default_data_dir, load_datalist_folds, prepare_msd_folder, split_validation
-from monai_snn.apps.slices import dice_2d_3d, volume_slices
+from monai_snn.bundle import default_data_dir, load_scripts
 from monai_snn.conversion import convert_to_snn
 from monai_snn.energy import estimate_energy
 from monai_snn.networks import ConvertibleUNet
 
 __all__ = ["main"]
+
+# the hippocampus task code (data preparation, slices, 2D / 3D Dice) is the bundle's: bundles/hippocampus_snn/scripts
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "hippocampus_snn"
 
 
 def _collate(slices: list[dict]) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
@@ -62,11 +64,13 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    datalist = prepare_msd_folder(args.data_dir, out / "prep")
-    train_items, test_items = load_datalist_folds(datalist, fold=0)
-    train_items, _ = split_validation(train_items, fraction=0.125, seed=args.seed)
-    train = volume_slices(train_items)
-    test = volume_slices(test_items)
+    scripts = load_scripts(BUNDLE)
+    hippo, dice_2d_3d = scripts.hippocampus, scripts.slices.dice_2d_3d
+    datalist = hippo.prepare_msd_folder(args.data_dir, out / "prep")
+    train_items, test_items = hippo.load_datalist_folds(datalist, fold=0)
+    train_items, _ = hippo.split_validation(train_items, fraction=0.125, seed=args.seed)
+    train = scripts.slices.volume_slices(train_items)
+    test = scripts.slices.volume_slices(test_items)
     tx, ty, ts, tp = _collate(test)
     print(f"data: {len(train_items)} training volumes ({len(train)} slices), {len(test_items)} test volumes "
           f"(fold 0, {len(test)} slices of {tuple(tx.shape[2:])})")

@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from monai_snn.apps import bundle_utils as bu
-from monai_snn.apps import hippocampus as hippo
-from tests.conftest import HIPPO, require_data
+from monai_snn.bundle import load_scripts
+from tests.conftest import HIPPO, REPO, require_data
+
+_SCRIPTS = load_scripts(REPO / "bundles" / "hippocampus_snn")  # the bundle's task code
+bu, hippo = _SCRIPTS.task, _SCRIPTS.hippocampus
 
 GOOD = ("hippocampus_001", "hippocampus_004", "hippocampus_006")  # uint8 and float32 images, 3 in-plane sizes
 BASE = "hippocampus_004"  # the volume the bad cases are made from
@@ -215,7 +217,7 @@ def test_prepare_data_names_the_file(corpus, case, tmp_path):
 # ------------------------------------------------------------------------------------------------ inference
 def _inference_items(source):
     """The input list of the bundle's inference.json (the same call, the same check)."""
-    from monai_snn.apps.hippocampus import load_image
+    load_image = hippo.load_image
     from monai_snn.bundle import input_items
 
     return input_items(source, (".nii", ".nii.gz"), check=lambda p: load_image(p, "inference input"))

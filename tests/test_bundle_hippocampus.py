@@ -7,6 +7,7 @@ a few minutes on 2 CPU cores. Without the data the tests skip, under CI they fai
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -118,14 +119,21 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     assert list(ckpt_dir.glob(f"latest*epoch={killed_at + 1}.pt")) and (ckpt_dir / "best_model.pt").is_file()
     for stage in ("train_ann", "convert", "finetune", "evaluate"):
         assert (out / "fold0" / stage / "done.json").is_file()
-        assert list((out / "fold0" / stage).glob("events.out.tfevents.*")), stage
+        events = list((out / "fold0" / stage).glob("events.out.tfevents.*"))
+        # one writer per stage (train_ann: the killed run's file and the resumed run's)
+        assert len(events) == (2 if stage == "train_ann" else 1), (stage, events)
     conv = json.loads((out / "fold0" / "convert" / "metrics.json").read_text())
-    assert set(conv["dice_vs_T"]) == {"1", "2"} and len(conv["threshold_sweep"]) == 6
-    assert conv["energy"]["energy_ratio"] > 0 and conv["firing_rates"]
-    # the percentile is chosen on the validation slices and stored with the converted SNN
+    assert set(conv["metrics_vs_T"]) == {"1", "2"}
+    for m in conv["metrics_vs_T"].values():
+        assert set(m) >= {"dice_3d_mean", "dice_3d_std", "dice_2d_mean", "dice_2d_std"}
+    assert conv["metrics_vs_T"]["2"]["dice_3d_mean"] == conv["converted"]["dice_3d_mean"]  # T = convert_steps
+    assert conv["converted"]["energy_snn_over_ann"] > 0 and conv["converted"]["firing_rates"]
+    assert conv["ann"]["key_metric"] == "dice_3d_mean" and 0.0 <= conv["ann"]["dice_3d_mean"] <= 1.0
+    # the percentile is chosen on the validation volumes and stored with the converted SNN
     search = conv["percentile_search"]
-    assert set(search["val_dice_3d"]) == {"99.9", "95"} and search["chosen"] in (99.9, 95.0)
-    assert search["val_dice_3d"][f"{search['chosen']:g}"] == max(search["val_dice_3d"].values())
+    assert set(search["val_metric"]) == {"99.9", "95"} and search["chosen"] in (99.9, 95.0)
+    assert search["metric"] == "dice_3d_mean"
+    assert search["val_metric"][f"{search['chosen']:g}"] == max(search["val_metric"].values())
     saved = json.loads((out / "fold0" / "convert" / "snn_converted.json").read_text())
     assert saved["percentile"] == search["chosen"] == conv["settings"]["percentile"]
     assert (out / "fold0" / "finetune" / "snn_finetuned.pt").is_file()
@@ -135,6 +143,21 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     assert ev["ann"]["num_steps"] is None and ev["converted"]["num_steps"] == 2 and ev["finetuned"]["num_steps"] == 2
     for k in ("ann", "converted", "finetuned"):
         assert 0.0 <= ev[k]["dice_3d_mean"] <= 1.0 and "dice_3d_std" in ev[k] and "dice_2d_mean" in ev[k]
+    assert ev["converted"]["energy_snn_over_ann"] > 0 and ev["finetuned"]["energy_snn_over_ann"] > 0
+    assert ev["info"]["models_from"] == "run" and ev["info"]["num_volumes"] >= 1
+    # the converted SNN on the same test volumes at the same T: the conversion stage's numbers
+    assert ev["converted"]["dice_3d_mean"] == conv["converted"]["dice_3d_mean"]
+    assert ev["ann"]["dice_3d_mean"] == conv["ann"]["dice_3d_mean"]
+    # energy reaches TensorBoard once, through the engine metrics (TensorBoardStatsHandler), not from EnergyHandler
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (ft_events,) = (out / "fold0" / "finetune").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(ft_events))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"energy_ratio", "val_mean_dice", "train_loss"} <= set(tags)
+    assert not any(t.startswith("energy/") for t in tags)
+    assert any(t.startswith("firing_rate_val/") for t in tags)
 
     # 3. finished stages are skipped
     status = run_cross_validation(BUNDLE, out, folds=[0], overrides=overrides, quiet=True)
@@ -143,10 +166,12 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     # 4. summary
     from monai_snn.apps.summary import summarize
 
-    rows = summarize([out], out / "summary")
+    rows = summarize([out], out / "summary", ["dice_3d_mean", "dice_2d_mean"])
     assert {r["network"] for r in rows} >= {"ann", "converted", "finetuned"}
+    ann_row = next(r for r in rows if r["network"] == "ann")
+    assert ann_row["dice_3d_mean"] == ev["ann"]["dice_3d_mean"] and ann_row["dice_2d_mean"] == ev["ann"]["dice_2d_mean"]
     assert (out / "summary" / "summary.md").read_text().count("|") > 10 and (out / "summary" / "summary.csv").is_file()
-    assert (out / "summary" / "dice_vs_T.png").stat().st_size > 1000
+    assert (out / "summary" / "metric_vs_T.png").stat().st_size > 1000
     per_fold = (out / "summary" / "summary.md").read_text().split("## Per fold")[1].splitlines()
     assert per_fold[4].startswith(f"| cv | 0 | {search['chosen']} | {ev['ann']['dice_3d_mean']:.3f} |")
 
@@ -157,14 +182,96 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
 
     bundle = out / "bundle"
     shutil.copytree(CFG, bundle / "configs")
-    metrics = ship_models(out, 0, bundle)
-    assert metrics["mean_dice_3d_ann_fold0"] == round(ev["ann"]["dice_3d_mean"], 4)
-    assert metrics["mean_dice_3d_finetuned_T2_fold0"] == round(ev["finetuned"]["dice_3d_mean"], 4)
+    metrics = ship_models(out, 0, bundle)  # the evaluation's key metric
+    assert metrics["dice_3d_mean_ann_fold0"] == round(ev["ann"]["dice_3d_mean"], 4)
+    assert metrics["dice_3d_mean_finetuned_T2_fold0"] == round(ev["finetuned"]["dice_3d_mean"], 4)
     assert json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"] == metrics
-    ann = ConvertibleUNet(**json.loads((bundle / "models" / "ann.json").read_text())["args"])
+    assert ship_models(out, 0, bundle, "dice_2d_mean", "mean_dice_2d")["mean_dice_2d_converted_T2_fold0"] == round(
+        ev["converted"]["dice_2d_mean"], 4)  # fmt: skip
+    # the architecture comes from the bundle's network_def with the run's overrides (channels 4-32 here)
+    shipped = json.loads((bundle / "models" / "ann.json").read_text())
+    assert shipped["network"] == "monai_snn.networks.ConvertibleUNet" and shipped["args"]["channels"] == [4, 8, 16, 32]
+    assert shipped["args"]["spatial_dims"] == 2 and shipped["args"]["in_channels"] == 1
+    ann = ConvertibleUNet(**shipped["args"])
     ann.load_state_dict(torch.load(bundle / "models" / "ann.pt", weights_only=True))
     snn = build_snn(ann, bundle / "models" / "model.pt")
     assert snn.num_steps == 2 and snn(torch.rand(2, 1, 48, 40)).shape == (2, 1, 48, 40)
+
+
+def _fake_fold(fold_dir: Path, evaluate: dict, convert: dict) -> None:
+    for stage, data in (("evaluate", evaluate), ("convert", convert)):
+        (fold_dir / stage).mkdir(parents=True)
+        (fold_dir / stage / "metrics.json").write_text(json.dumps(data))
+
+
+def test_summary_reads_both_layouts_and_takes_the_metrics(tmp_path):
+    """Runs written before the toolkit (dice_vs_T, dice_3d_at_T) and after it (metrics_vs_T, at_T) summarise alike;
+    the metrics are an argument (here F1 / AUC of a run of another task)."""
+    from monai_snn.apps.summary import main, summarize
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    model = lambda d3, d2, t=None: {"dice_3d_mean": d3, "dice_2d_mean": d2, "num_steps": t}  # noqa: E731
+    _fake_fold(old / "fold0",
+               {"ann": model(0.8, 0.7), "converted": model(0.79, 0.69, 16),
+                "finetuned": dict(model(0.78, 0.68, 4), dice_3d_at_T={"2": 0.7, "4": 0.78})},
+               {"dice_vs_T": {"1": {"dice_3d_mean": 0.3}, "16": {"dice_3d_mean": 0.79}},
+                "settings": {"percentile": 95}})  # fmt: skip
+    _fake_fold(new / "fold0",
+               {"ann": model(0.9, 0.8), "converted": model(0.88, 0.79, 16),
+                "finetuned": dict(model(0.86, 0.77, 4), at_T={"2": model(0.6, 0.5)})},
+               {"metrics_vs_T": {"1": {"dice_3d_mean": 0.4}, "16": {"dice_3d_mean": 0.88}}, "settings": {}})
+    _fake_fold(new / "fold1",
+               {"ann": model(0.7, 0.6), "converted": model(0.68, 0.59, 16),
+                "finetuned": dict(model(0.66, 0.57, 4), at_T={"2": model(0.4, 0.3)})},
+               {"metrics_vs_T": {"1": {"dice_3d_mean": 0.2}, "16": {"dice_3d_mean": 0.68}}, "settings": {}})
+    rows = summarize([old, new], tmp_path / "s", ["dice_3d_mean", "dice_2d_mean"])
+    get = {(r["run"], r["network"], r["T"]): r for r in rows}
+    assert get[("old", "finetuned", 2)]["dice_3d_mean"] == 0.7
+    assert math.isnan(get[("old", "finetuned", 2)]["dice_2d_mean"])  # the old files hold only the 3D Dice at T
+    assert get[("new", "finetuned", 2)]["dice_3d_mean"] == pytest.approx(0.5)
+    assert get[("new", "finetuned", 2)]["dice_2d_mean"] == pytest.approx(0.4)
+    assert get[("new", "ann", "")]["dice_3d_mean_fold_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert get[("new", "ann", "")]["n"] == 2
+    md = (tmp_path / "s" / "summary.md").read_text()
+    assert "| old | 0.300 ± 0.000 | 0.790 ± 0.000 |" in md and "| new | 0.300 ± 0.141 | 0.780 ± 0.141 |" in md
+    assert "| old | 0 | 95 | 0.800 | 0.790 (T=16) | -0.010 | 0.780 (T=4) | -0.020 | 0.700 (T=2) |" in md
+    # another task's metrics: nothing of the hippocampus is assumed
+    drive = tmp_path / "drive"
+    f1 = lambda f, t=None: {"f1": f, "auc": 0.9, "num_steps": t}  # noqa: E731
+    _fake_fold(drive / "fold0",
+               {"ann": f1(0.8), "converted": f1(0.79, 10), "finetuned": dict(f1(0.8, 10), at_T={"4": f1(0.7)})},
+               {"metrics_vs_T": {"10": f1(0.79)}, "settings": {}})
+    rows = main(["--runs", str(drive), "--metrics", "f1", "auc", "--output_dir", str(tmp_path / "d")])
+    assert [(r["network"], r["T"], r["f1"]) for r in rows] == [("ann", "", 0.8), ("converted", 10, 0.79),
+                                                               ("finetuned", 10, 0.8), ("finetuned", 4, 0.7)]
+    assert "| f1 | auc |" in (tmp_path / "d" / "summary.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["--runs", str(drive)])  # --metrics is required
+
+
+def test_eval_metrics_names_both_layouts():
+    """ship_models' eval_metrics from an evaluation of 0.4.0 (dice_3d_at_T) and of 0.5.0 (at_T, key_metric): the
+    metadata's names come back with --metric dice_3d_mean --label mean_dice_3d."""
+    from monai_snn.apps.ship_models import eval_metrics
+
+    meta = json.loads((CFG / "metadata.json").read_text())["eval_metrics"]
+    d = {"ann": 0.86577, "converted": 0.86528, "finetuned": 0.86334, "T2": 0.78961}
+    old = {"ann": {"dice_3d_mean": d["ann"], "num_steps": None},
+           "converted": {"dice_3d_mean": d["converted"], "num_steps": 16},
+           "finetuned": {"dice_3d_mean": d["finetuned"], "num_steps": 4,
+                         "dice_3d_at_T": {"2": d["T2"], "4": d["finetuned"]}}, "info": {}}  # fmt: skip
+    new = {"ann": {"dice_3d_mean": d["ann"], "key_metric": "dice_3d_mean", "num_steps": None},
+           "converted": {"dice_3d_mean": d["converted"], "key_metric": "dice_3d_mean", "num_steps": 16},
+           "finetuned": {"dice_3d_mean": d["finetuned"], "key_metric": "dice_3d_mean", "num_steps": 4,
+                         "at_T": {"2": {"dice_3d_mean": d["T2"]}}}, "info": {}}  # fmt: skip
+    assert eval_metrics(old, 0, "dice_3d_mean", "mean_dice_3d") == meta
+    assert eval_metrics(new, 0, label="mean_dice_3d") == meta  # the key metric by default
+    assert set(eval_metrics(new, 1)) == {"dice_3d_mean_ann_fold1", "dice_3d_mean_converted_T16_fold1",
+                                         "dice_3d_mean_finetuned_T4_fold1", "dice_3d_mean_finetuned_T2_fold1"}
+    with pytest.raises(ValueError, match="pass --metric"):
+        eval_metrics(old, 0)
+    with pytest.raises(ValueError, match="has no metric 'f1'"):
+        eval_metrics(new, 0, "f1")
 
 
 def test_ddp_two_processes_gloo(tiny_msd, tmp_path):
@@ -178,7 +285,8 @@ def test_ddp_two_processes_gloo(tiny_msd, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     ckpt = tmp_path / "fold0" / "train_ann" / "ckpt"
     assert (ckpt / "best_model.pt").is_file() and list(ckpt.glob("latest*.pt"))
-    assert len(list((tmp_path / "fold0" / "train_ann").glob("events.out.tfevents.*"))) >= 1
+    # only rank 0 writes a TensorBoard run (rank 1's stage writer writes nothing)
+    assert len(list((tmp_path / "fold0" / "train_ann").glob("events.out.tfevents.*"))) == 1
 
 
 def _require_models():
@@ -191,19 +299,59 @@ def test_evaluate_shipped_models_on_msd_folder(tiny_msd, tmp_path):
     _bundle(["common", "evaluate"], data_dir=tiny_msd, output_dir=tmp_path)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["info"]["models_from"] == "shipped" and m["info"]["num_volumes"] == len(NAMES)
-    assert m["ann"]["num_steps"] is None and isinstance(m["converted"]["num_steps"], int)
+    assert m["ann"]["num_steps"] is None and m["converted"]["num_steps"] == 16 and m["finetuned"]["num_steps"] == 4
     for k in ("ann", "converted", "finetuned"):
-        for key in ("dice_3d_mean", "dice_3d_std", "dice_2d_mean", "num_steps"):
+        for key in ("dice_3d_mean", "dice_3d_std", "dice_2d_mean", "dice_2d_std", "num_steps"):
             assert key in m[k]
         assert m[k]["dice_3d_mean"] > 0.5  # real trained weights on real volumes
+    assert set(m["finetuned"]["at_T"]) == {"2"} and 0.0 < m["finetuned"]["at_T"]["2"]["dice_3d_mean"] <= 1.0
+    assert m["converted"]["energy_snn_over_ann"] > m["finetuned"]["energy_snn_over_ann"] > 0  # T = 16 vs T = 4
+    prep = json.loads((tmp_path / "prep" / "datalist.json").read_text())
+    assert prep["num_folds"] is None and all("fold" not in it for it in prep["training"])  # no folds needed
+
+    # the volume evaluator gives the numbers of the slice pipeline the models were selected with (slices cut by
+    # scripts.slices, re-stacked per subject, MONAI DiceMetric), for the ANN and the fine-tuned SNN
+    from monai_snn.bundle import load_model, load_scripts
+    from monai_snn.networks import ConvertibleUNet
+
+    scripts = load_scripts(BUNDLE)
+    slices = scripts.task.make_slices(scripts.task.all_items(str(tmp_path / "prep" / "datalist.json")))
+    x, y = torch.stack([s["image"] for s in slices]), torch.stack([s["label"] for s in slices])
+    subjects, positions = [s["subject"] for s in slices], [s["slice"] for s in slices]
+    models = {"ann": MODELS / "ann.pt", "finetuned": MODELS / "model.pt"}
+    arch = ConvertibleUNet(**json.loads((MODELS / "ann.json").read_text())["args"])
+    for name in models:
+        with torch.no_grad():
+            logits = load_model(name, models, arch)(x)
+        ref = scripts.slices.dice_2d_3d(logits > 0, y, subjects, positions)
+        for key in ("dice_3d_mean", "dice_3d_std", "dice_2d_mean", "dice_2d_std"):
+            assert abs(m[name][key] - ref[key]) < 1e-4, (name, key, m[name][key], ref[key])
+
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    (events,) = tmp_path.glob("events.out.tfevents.*")
+    (events,) = tmp_path.glob("events.out.tfevents.*")  # one writer for the stage
     acc = EventAccumulator(str(events))
     acc.Reload()
     # one panel per review: input | label | ANN | converted | fine-tuned
     panel = acc.Images("test/input_label_ann_converted_finetuned")[0]
     assert panel.width % 5 == 0 and panel.width > 0
+    assert "test/finetuned/dice_3d_mean" in acc.Tags()["scalars"]
+
+
+def test_evaluate_shipped_models_on_one_volume(tmp_path):
+    """A folder of one subject: the shipped models need no folds."""
+    require_data(HIPPO)
+    _require_models()
+    one = tmp_path / "msd"
+    for sub in ("imagesTr", "labelsTr"):
+        (one / sub).mkdir(parents=True)
+        os.symlink(HIPPO / sub / NAMES[0], one / sub / NAMES[0])
+    _bundle(["common", "evaluate"], data_dir=one, output_dir=tmp_path / "out", eval_extra_steps="[]")
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["info"]["num_volumes"] == 1
+    for k in ("ann", "converted", "finetuned"):
+        assert m[k]["dice_3d_mean"] > 0.5 and m[k]["dice_3d_std"] == 0.0
+    assert "at_T" not in m["finetuned"]
 
 
 def test_inference_writes_masks_with_input_geometry(tmp_path):
@@ -248,9 +396,9 @@ def test_verify_net_in_out_spiking_network():
 def test_missing_file_in_datalist_fails_before_training(tiny_msd, tmp_path):
     prep = tmp_path / "prep"
     shutil.copytree(tiny_msd, tmp_path / "msd", symlinks=True)
-    from monai_snn.apps.bundle_utils import prepare_data
+    from monai_snn.bundle import load_scripts
 
-    datalist = Path(prepare_data(tmp_path / "msd", prep, num_folds=2))
+    datalist = Path(load_scripts(BUNDLE).task.prepare_data(tmp_path / "msd", prep, num_folds=2))
     d = json.loads(datalist.read_text())
     missing = "imagesTr/does_not_exist.nii.gz"
     d["training"][0]["image"] = missing

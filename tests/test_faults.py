@@ -144,6 +144,7 @@ def test_killed_everywhere_then_resumed_equals_uninterrupted(reference, tiny_msd
     status = _ok(_runner(out, tiny_msd, "evaluate:eval_extra_steps=[1]"))
     assert status["fold0/evaluate"] == "done" and [s for k, s in status.items() if k != "fold0/evaluate"] == [
         "skipped"] * 3  # fmt: skip
+    assert set(json.loads((fold / "evaluate" / "metrics.json").read_text())["finetuned"]["at_T"]) == {"1"}
     status = _ok(_runner(out, tiny_msd, "evaluate:eval_extra_steps=[1]", "convert:num_calibration=8"))
     assert status == {"fold0/train_ann": "skipped", "fold0/convert": "done", "fold0/finetune": "done",
                       "fold0/evaluate": "done"}  # fmt: skip
@@ -274,7 +275,9 @@ def test_random_state_round_trip_covers_every_generator(tmp_path):
 def test_preparation_cache_sees_same_size_edits(tmp_path):
     import nibabel as nib
 
-    from monai_snn.apps.hippocampus import prepare_msd_folder
+    from monai_snn.bundle import load_scripts
+
+    prepare_msd_folder = load_scripts(BUNDLE).hippocampus.prepare_msd_folder
 
     require_data(HIPPO)
     src = tmp_path / "msd"

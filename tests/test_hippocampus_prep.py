@@ -1,4 +1,5 @@
-"""Tests of monai_snn.apps.hippocampus and data_prep/hippocampus.py on real MSD Task04 volumes."""
+"""Tests of the hippocampus bundle's data code (``bundles/hippocampus_snn/scripts/hippocampus.py``) and of
+``data_prep/hippocampus.py`` on real MSD Task04 volumes."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_snn.apps import hippocampus as hippo
+from monai_snn.bundle import load_scripts
 
 REPO = Path(__file__).resolve().parents[1]
+hippo = load_scripts(REPO / "bundles" / "hippocampus_snn").hippocampus
 MSD = hippo.default_data_dir() / hippo.MSD_TASK
 SUBSET_SIZE = 12
 
@@ -359,6 +361,26 @@ def test_prepare_msd_folder(subset_dir, tmp_path):
     with pytest.raises(ValueError, match="label extent"):
         hippo.prepare_msd_folder(subset_dir, tmp_path / "small", box=(8, 16, 16))
     assert not (tmp_path / "small" / "imagesTr").exists()
+
+
+def test_prepare_without_folds_takes_any_number_of_volumes(subset_dir, tmp_path):
+    """An evaluation set (num_folds=None): one volume is enough, items carry no fold, splitting it is an error."""
+    one = tmp_path / "one"
+    for sub in ("imagesTr", "labelsTr"):
+        (one / sub).mkdir(parents=True)
+        first = sorted((subset_dir / sub).iterdir())[0]
+        os.symlink(first.resolve(), one / sub / first.name)
+    with pytest.raises(ValueError, match="cannot be split into 2 folds"):
+        hippo.prepare_msd_folder(one, tmp_path / "folds", num_folds=2)
+    datalist = hippo.prepare_msd_folder(one, tmp_path / "eval", num_folds=None)
+    meta = json.loads(datalist.read_text())
+    assert meta["num_folds"] is None and len(meta["training"]) == 1 and "fold" not in meta["training"][0]
+    assert (tmp_path / "eval" / meta["training"][0]["image"]).is_file()
+    with pytest.raises(ValueError, match="prepared without folds"):
+        hippo.load_datalist_folds(datalist, fold=0, num_folds=2)
+    # other parameters (folds) -> prepared again, with folds
+    assert hippo.prepare_msd_folder(subset_dir, tmp_path / "eval", num_folds=2) == datalist
+    assert json.loads(datalist.read_text())["num_folds"] == 2
 
 
 def test_prepare_fails_before_writing(subset_dir, tmp_path):

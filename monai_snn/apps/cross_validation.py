@@ -28,7 +28,7 @@ Example::
 
     python -m monai_snn.apps.cross_validation --bundle_root bundles/hippocampus_snn --output_dir runs/hippo \\
         --folds 0 1 2 3 4 --stages train_ann convert finetune evaluate --set loss_name=bce_dice finetune:max_epochs=3
-    python -m monai_snn.apps.summary --runs runs/hippo --output_dir runs/hippo/summary
+    python -m monai_snn.apps.summary --runs runs/hippo --metrics dice_3d_mean dice_2d_mean --output_dir runs/hippo/summary
 """
 
 from __future__ import annotations

@@ -2,14 +2,17 @@
 # Licensed under the Apache License, Version 2.0
 """Copy one fold's trained models from a cross-validation run into a bundle's ``models/`` folder.
 
-Writes ``ann.pt`` (the best ANN's state dict, taken out of its ``CheckpointSaver`` file), ``converted.pt`` and
-``model.pt`` (the fine-tuned SNN, the bundle's default model) with their settings ``.json`` (plus the source path),
-and refreshes ``eval_metrics`` in ``configs/metadata.json`` from the fold's ``evaluate/metrics.json``, so the
-shipped weights and the numbers in the metadata always come from the same run.
+Writes ``ann.pt`` (the best ANN's state dict, taken out of its ``CheckpointSaver`` file) with ``ann.json`` (the
+architecture: the bundle's ``network_def`` as the run configured it), ``converted.pt`` and ``model.pt`` (the
+fine-tuned SNN, the bundle's default model) with their settings ``.json`` (plus the source path), and refreshes
+``eval_metrics`` in ``configs/metadata.json`` from the fold's ``evaluate/metrics.json``, so the shipped weights and
+the numbers in the metadata always come from the same run. Nothing here is specific to one bundle: the network
+arguments come from the bundle's configs, the metric from the evaluation.
 
 Example::
 
-    python -m monai_snn.apps.ship_models --run_dir runs/hippo_ref2 --fold 0 --bundle_root bundles/hippocampus_snn
+    python -m monai_snn.apps.ship_models --bundle_root bundles/hippocampus_snn --run_dir runs/hippo_ref2 --fold 0 \\
+        --metric dice_3d_mean --label mean_dice_3d
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from monai_snn.apps.bundle_utils import write_json
 from monai_snn.apps.summary import fold_settings
+from monai_snn.bundle.results import write_json
 
-__all__ = ["ship_models", "main"]
+__all__ = ["network_args", "eval_metrics", "ship_models", "main"]
+
+_SPECIAL = ("_target_", "_disabled_", "_requires_", "_desc_", "_mode_")
 
 
 def _read_json(path: Path) -> dict:
@@ -33,48 +39,121 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def ship_models(run_dir: str | Path, fold: int, bundle_root: str | Path) -> dict[str, float]:
+def network_args(
+    bundle_root: str | Path, settings: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The ANN architecture a run used: ``(target, args)`` of the bundle's ``network_def``.
+
+    The bundle's ``configs/common.json`` (+ ``train_ann.json``) is parsed with MONAI's ``ConfigParser``, updated
+    with the run's ``overrides`` (the ``train_ann`` stage's, as its ``done.json`` records them) and with the keys of
+    the stored SNN ``settings`` that the configs define (e.g. ``channels``, ``dropout``, ``bias``), then every
+    argument of ``network_def`` is resolved.
+
+    Raises:
+        KeyError: the bundle's configs have no ``network_def``.
+    """
+    from monai.bundle import ConfigParser
+
+    from monai_snn.apps.overrides import _literal
+
+    cfg = Path(bundle_root) / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in (cfg / "common.json", cfg / "train_ann.json") if f.is_file()])
+    if "network_def" not in parser:
+        raise KeyError(f"{cfg} defines no network_def: cannot tell the shipped ANN's architecture.")
+    updates = {k: v for k, v in settings.items() if k in parser and k != "network_def"}
+    updates.update({k: _literal(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()})
+    if updates:
+        parser.update(updates)
+    net = parser["network_def"]
+    target = net["_target_"]
+    args = {k: parser.get_parsed_content(f"network_def#{k}") for k in net if k not in _SPECIAL}
+    return target, json.loads(json.dumps(args, default=list))  # plain JSON values (tuples -> lists)
+
+
+def eval_metrics(evaluation: dict[str, Any], fold: int, metric: str | None = None, label: str | None = None) -> dict:
+    """``{"<label>_<model>[_T<t>]_fold<k>": value}`` of an evaluate stage's ``metrics.json`` (rounded to 4 digits).
+
+    Args:
+        evaluation: the evaluate stage's metrics (``{model: {metric: value, "num_steps": T, "at_T": ...}}``; older
+            files with ``dice_3d_at_T`` are read too).
+        fold: the fold (part of the names).
+        metric: the metric to report (default: the evaluation's key metric).
+        label: the name prefix (default: ``metric``).
+
+    Raises:
+        ValueError: no metric given and none recorded, or a model without it.
+    """
+    models = {k: v for k, v in evaluation.items() if isinstance(v, dict) and k != "info"}
+    metric = metric or next((v["key_metric"] for v in models.values() if v.get("key_metric")), None)
+    if not metric:
+        raise ValueError("the evaluation records no key metric: pass --metric (e.g. --metric dice_3d_mean).")
+    label = label or metric
+    out: dict[str, float] = {}
+    for name, m in models.items():
+        if metric not in m:
+            raise ValueError(f"model {name!r} of the evaluation has no metric {metric!r} (it has {sorted(m)}).")
+        t = m.get("num_steps")
+        out[f"{label}_{name}{f'_T{t}' if t else ''}_fold{fold}"] = round(float(m[metric]), 4)
+        at_t = {t2: v[metric] for t2, v in m.get("at_T", {}).items() if isinstance(v, dict) and metric in v}
+        if not at_t and metric == "dice_3d_mean":  # evaluations written before at_T
+            at_t = m.get("dice_3d_at_T", {})
+        for t2, v in sorted(at_t.items(), key=lambda kv: int(kv[0])):
+            out.setdefault(f"{label}_{name}_T{t2}_fold{fold}", round(float(v), 4))
+    return out
+
+
+def ship_models(
+    run_dir: str | Path, fold: int, bundle_root: str | Path, metric: str | None = None, label: str | None = None
+) -> dict[str, float]:
     """Copy fold ``fold`` of ``run_dir`` into ``bundle_root/models`` and update the metadata's ``eval_metrics``.
 
     Args:
         run_dir: cross-validation output folder (``fold{k}/train_ann|convert|finetune|evaluate``).
         fold: the fold to ship.
-        bundle_root: the bundle folder (``models/`` and ``configs/metadata.json``).
+        bundle_root: the bundle folder (``configs/`` and ``models/``).
+        metric: the metric of ``eval_metrics`` (default: the evaluation's key metric).
+        label: its name prefix in ``eval_metrics`` (default: ``metric``).
 
     Returns:
         the new ``eval_metrics``.
+
+    Raises:
+        FileNotFoundError: a stage output of the fold is missing.
+        RuntimeError: the ANN weights do not fit the architecture read from the bundle's configs.
     """
+    from monai.utils import instantiate
+
     run, root = Path(run_dir), Path(bundle_root)
     fold_dir = run / f"fold{int(fold)}"
-    models = root / "models"
-    models.mkdir(parents=True, exist_ok=True)
     evaluation = _read_json(fold_dir / "evaluate" / "metrics.json")
     converted = _read_json(fold_dir / "convert" / "snn_converted.json")
-
     ckpt = fold_dir / "train_ann" / "ckpt" / "best_model.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: run train_ann for fold {fold} first.")
     state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
     state = state.get("network", state) if isinstance(state, dict) else state
+    done = fold_dir / "train_ann" / "done.json"
+    overrides = json.loads(done.read_text()).get("overrides") if done.is_file() else None
+    target, args = network_args(root, converted, overrides)
+    try:
+        instantiate(target, "default", **args).load_state_dict(state)
+    except RuntimeError as e:
+        raise RuntimeError(f"the ANN weights of {ckpt} do not fit {target}({args}) read from {root / 'configs'}: {e}")
+
+    metrics = eval_metrics(evaluation, int(fold), metric, label)
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
     torch.save(state, str(models / "ann.pt"))
-    args = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "channels": converted["channels"],
-            "bias": converted["bias"], "dropout": converted["dropout"]}  # fmt: skip
-    write_json(models / "ann.json",
-                {"network": "monai_snn.networks.ConvertibleUNet", "args": args, "source": str(ckpt)})  # fmt: skip
-    for stage, name, target in (("convert", "snn_converted", "converted"), ("finetune", "snn_finetuned", "model")):
+    write_json(models / "ann.json", {"network": target, "args": args, "source": str(ckpt)})
+    for stage, name, target_name in (("convert", "snn_converted", "converted"), ("finetune", "snn_finetuned", "model")):
         src = fold_dir / stage / f"{name}.pt"
         if not src.is_file():
             raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
-        shutil.copyfile(src, models / f"{target}.pt")
+        shutil.copyfile(src, models / f"{target_name}.pt")
         settings = fold_settings(fold_dir) if stage == "finetune" else converted
-        write_json(models / f"{target}.json", dict(settings, source=f"{src} (fold {fold})"))
+        write_json(models / f"{target_name}.json", dict(settings, source=f"{src} (fold {fold})"))
 
-    metrics = {f"mean_dice_3d_ann_fold{fold}": round(evaluation["ann"]["dice_3d_mean"], 4)}
-    conv_t, fine_t = evaluation["converted"]["num_steps"], evaluation["finetuned"]["num_steps"]
-    metrics[f"mean_dice_3d_converted_T{conv_t}_fold{fold}"] = round(evaluation["converted"]["dice_3d_mean"], 4)
-    metrics[f"mean_dice_3d_finetuned_T{fine_t}_fold{fold}"] = round(evaluation["finetuned"]["dice_3d_mean"], 4)
-    for t, d in sorted(evaluation["finetuned"].get("dice_3d_at_T", {}).items()):
-        metrics[f"mean_dice_3d_finetuned_T{t}_fold{fold}"] = round(float(d), 4)
     meta_path = root / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["eval_metrics"] = metrics
@@ -84,11 +163,13 @@ def ship_models(run_dir: str | Path, fold: int, bundle_root: str | Path) -> dict
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle_root", required=True, help="the bundle folder (configs/, models/)")
     p.add_argument("--run_dir", required=True, help="cross-validation output folder")
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--bundle_root", default="bundles/hippocampus_snn")
+    p.add_argument("--metric", default=None, help="metric of eval_metrics (default: the evaluation's key metric)")
+    p.add_argument("--label", default=None, help="name prefix of the eval_metrics entries (default: the metric)")
     args = p.parse_args(argv)
-    print(json.dumps(ship_models(args.run_dir, args.fold, args.bundle_root), indent=1))
+    print(json.dumps(ship_models(args.run_dir, args.fold, args.bundle_root, args.metric, args.label), indent=1))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
-# Copyright (c) monai_snn contributors
-# Licensed under the Apache License, Version 2.0
-"""Summarise cross-validation runs of the ``hippocampus_snn`` bundle: CSV + markdown + TensorBoard text.
+"""Summarise cross-validation runs of a monai_snn bundle: CSV + markdown + TensorBoard text.
 
-Reads ``<run>/fold*/evaluate/metrics.json`` (and ``convert/metrics.json`` for Dice vs T) of one or more run
-folders and reports mean +- std over folds of the 3D / 2D Dice of the ANN, the converted SNN and the fine-tuned
-SNN, one row per run (e.g. one run per loss, like the paper's Table 1, or binary vs ternary coding, like its
-Table 5), and a per-fold table with the differences to the ANN and the normalization percentile each fold's
-conversion used. The settings of each run (loss, encoding, T, channels...) are read from the stored SNN settings.
+Reads ``<run>/fold*/evaluate/metrics.json`` (and ``convert/metrics.json`` for the metric vs T of the converted SNN)
+of one or more run folders and reports mean +- std over folds of the metrics named by ``--metrics`` for the ANN,
+the converted SNN and the fine-tuned SNN (and the fine-tuned SNN at its extra T), one row per run (e.g. one run
+per loss or per input encoding), a per-fold table of the first metric with the differences to the ANN and the
+normalization percentile each fold's conversion used, and the first metric against T. The settings of each run
+(loss, encoding, T, channels...) are read from the stored SNN settings.
+
+Both layouts of the stage outputs are read: ``metrics_vs_T`` / ``at_T`` (``monai_snn.bundle.run_conversion`` /
+``evaluate_models``) and the older ``dice_vs_T`` / ``dice_3d_at_T``.
 
 Example::
 
-    python -m monai_snn.apps.summary --runs runs/hippo_ref --output_dir runs/hippo_ref/summary
+    python -m monai_snn.apps.summary --runs runs/hippo_ref --metrics dice_3d_mean dice_2d_mean \
+        --output_dir runs/hippo_ref/summary
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collect", "fold_settings", "summarize", "main"]
+__all__ = ["collect", "fold_settings", "at_steps", "summarize", "main"]
 
 _NETS = ("ann", "converted", "finetuned")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [float(v) for v in values if v is not None]
     if not values:
         return float("nan"), float("nan")
     m = sum(values) / len(values)
@@ -49,11 +53,20 @@ def fold_settings(fold_dir: str | os.PathLike) -> dict[str, Any]:
     return {**fine, **{k: v for k, v in conv.items() if k != "num_steps" or not fine}}
 
 
+def at_steps(model: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A model's metrics at its extra T: ``{T: {metric: value}}`` from ``at_T``, or from the older
+    ``dice_3d_at_T`` (``{T: 3D Dice}``, read as ``dice_3d_mean``)."""
+    if isinstance(model.get("at_T"), dict):
+        return {str(t): dict(v) for t, v in model["at_T"].items() if isinstance(v, dict)}
+    return {str(t): {"dice_3d_mean": v} for t, v in model.get("dice_3d_at_T", {}).items()}
+
+
 def collect(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Per-fold metrics of one run folder: ``{"folds": {k: metrics}, "settings": ..., "dice_vs_T": ...}``."""
+    """Per-fold metrics of one run folder: ``{"folds": {k: metrics}, "settings": ..., "vs_T": {k: {T: metrics}},
+    "percentile": {k: p}}``."""
     run = Path(run_dir)
     folds: dict[int, dict] = {}
-    dice_t: dict[int, dict] = {}
+    vs_t: dict[int, dict] = {}
     percentiles: dict[int, float] = {}
     settings: dict[str, Any] = {}
     for fd in sorted(run.glob("fold*")):
@@ -68,14 +81,14 @@ def collect(run_dir: str | os.PathLike) -> dict[str, Any]:
         cv = fd / "convert" / "metrics.json"
         if cv.is_file():
             conv = json.loads(cv.read_text())
-            dice_t[k] = conv.get("dice_vs_T", {})
+            vs_t[k] = conv.get("metrics_vs_T", conv.get("dice_vs_T", {}))
             if "percentile" in conv.get("settings", {}):
                 percentiles[k] = conv["settings"]["percentile"]
-    return {"run": str(run), "folds": folds, "settings": settings, "dice_vs_T": dice_t, "percentile": percentiles}
+    return {"run": str(run), "folds": folds, "settings": settings, "vs_T": vs_t, "percentile": percentiles}
 
 
-def _dice_vs_t_plot(curves: dict[str, tuple[list[int], list[float], list[float], float]], path: Path) -> bool:
-    """Dice vs T of the converted SNN per run (mean ± std over folds), each run's ANN as a dashed line."""
+def _vs_t_plot(curves: dict[str, tuple[list[int], list[float], list[float], float]], metric: str, path: Path) -> bool:
+    """``metric`` vs T of the converted SNN per run (mean ± std over folds), each run's ANN as a dashed line."""
     try:
         import matplotlib
 
@@ -91,8 +104,7 @@ def _dice_vs_t_plot(curves: dict[str, tuple[list[int], list[float], list[float],
             ax.axhline(ann, color=color, ls="--", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("time steps T")
-    ax.set_ylabel("3D Dice (test folds)")
-    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel(f"{metric} (test folds)")
     ax.set_title("converted SNN vs T (dashed: its ANN)")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -101,16 +113,45 @@ def _dice_vs_t_plot(curves: dict[str, tuple[list[int], list[float], list[float],
     return True
 
 
-def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Write ``summary.csv``, ``summary.md`` (with ``dice_vs_T.png``) and a TensorBoard text summary to
-    ``output_dir``; return the rows."""
+def summarize(
+    runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, metrics: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Write ``summary.csv``, ``summary.md`` (with ``metric_vs_T.png``) and a TensorBoard text summary to
+    ``output_dir``; return the rows.
+
+    Args:
+        runs: run folders (``fold*/evaluate/metrics.json``, ``fold*/convert/metrics.json``).
+        output_dir: where the summary goes.
+        metrics: the metrics to report, as the stages name them (e.g. ``["dice_3d_mean", "dice_2d_mean"]`` for the
+            hippocampus bundle, ``["f1", "auc"]`` for DRIVE); the first one is used for the per-fold table and the
+            metric-vs-T table and plot.
+
+    Returns:
+        one row per run, network and T: the run's settings, ``n`` (folds) and, per metric ``m``, ``m`` (mean over
+        folds) and ``m_fold_std`` (standard deviation over folds).
+
+    Raises:
+        ValueError: no metric given.
+    """
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError("give at least one metric to summarise (--metrics, e.g. --metrics dice_3d_mean).")
+    primary = metrics[0]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    dice_t_rows: list[str] = []
+    vs_t_rows: list[str] = []
+    vs_t_header = ""
     fold_rows: list[str] = []
     curves: dict[str, tuple[list[int], list[float], list[float], float]] = {}  # run -> T, mean, std, ANN mean
     machine = None
+
+    def stats(values: list[dict[str, Any]]) -> dict[str, float]:
+        row: dict[str, float] = {}
+        for m in metrics:
+            row[m], row[f"{m}_fold_std"] = _mean_std([v.get(m) for v in values if isinstance(v.get(m), (int, float))])
+        return row
+
     for r in runs:
         c = collect(r)
         if not c["folds"]:
@@ -130,24 +171,19 @@ def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) 
             vals = [m[net] for m in c["folds"].values() if m.get(net)]
             if not vals:
                 continue
-            d3 = _mean_std([v["dice_3d_mean"] for v in vals])
-            d2 = _mean_std([v["dice_2d_mean"] for v in vals])
-            row = dict(base, network=net, T=vals[0].get("num_steps") or "", n=len(vals),
-                       dice_3d_mean=d3[0], dice_3d_std=d3[1], dice_2d_mean=d2[0], dice_2d_std=d2[1])  # fmt: skip
-            rows.append(row)
-            if net == "finetuned":
-                for t in sorted({t for v in vals for t in v.get("dice_3d_at_T", {})}, key=int):
-                    if int(t) == vals[0].get("num_steps"):
-                        continue
-                    dt = _mean_std([v["dice_3d_at_T"][t] for v in vals if t in v.get("dice_3d_at_T", {})])
-                    rows.append(dict(base, network="finetuned", T=int(t), n=len(vals), dice_3d_mean=dt[0],
-                                     dice_3d_std=dt[1], dice_2d_mean=float("nan"), dice_2d_std=float("nan")))
+            rows.append(dict(base, network=net, T=vals[0].get("num_steps") or "", n=len(vals), **stats(vals)))
+            extra = sorted({t for v in vals for t in at_steps(v)}, key=int)
+            for t in extra:
+                if int(t) == vals[0].get("num_steps"):
+                    continue
+                at_t = [at_steps(v)[t] for v in vals if t in at_steps(v)]
+                rows.append(dict(base, network=net, T=int(t), n=len(at_t), **stats(at_t)))
         for k, m in sorted(c["folds"].items()):
-            if not all(m.get(net) for net in _NETS):
+            if not all(m.get(net) and primary in m[net] for net in _NETS):
                 continue
-            ann, conv, fine = (m[net]["dice_3d_mean"] for net in _NETS)
-            low = {t: d for t, d in m["finetuned"].get("dice_3d_at_T", {}).items()
-                   if int(t) != m["finetuned"].get("num_steps")}  # fmt: skip
+            ann, conv, fine = (m[net][primary] for net in _NETS)
+            low = {t: v[primary] for t, v in at_steps(m["finetuned"]).items()
+                   if int(t) != m["finetuned"].get("num_steps") and primary in v}  # fmt: skip
             fold_rows.append(
                 f"| {base['run']} | {k} | {c['percentile'].get(k, '-')} | {ann:.3f} | "
                 f"{conv:.3f} (T={m['converted'].get('num_steps')}) | {conv - ann:+.3f} | "
@@ -156,21 +192,22 @@ def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) 
                 + " |"
             )
         machine = machine or next(iter(c["folds"].values())).get("info")
-        if c["dice_vs_T"]:
-            ts = sorted({int(t) for d in c["dice_vs_T"].values() for t in d})
+        vs_t = {k: d for k, d in c["vs_T"].items() if any(primary in v for v in d.values())}
+        if vs_t:
+            ts = sorted({int(t) for d in vs_t.values() for t in d})
             cells, means, stds = [], [], []
             for t in ts:
-                m, sd = _mean_std([d[str(t)]["dice_3d_mean"] for d in c["dice_vs_T"].values() if str(t) in d])
+                m, sd = _mean_std([d[str(t)][primary] for d in vs_t.values() if primary in d.get(str(t), {})])
                 cells.append(f"{m:.3f} ± {sd:.3f}")
                 means.append(m)
                 stds.append(sd)
-            ann_mean = _mean_std([m["ann"]["dice_3d_mean"] for m in c["folds"].values() if m.get("ann")])[0]
+            ann_mean = _mean_std([m["ann"].get(primary) for m in c["folds"].values() if m.get("ann")])[0]
             curves[base["run"]] = (ts, means, stds, ann_mean)
-            dice_t_rows.append(f"| {base['run']} | " + " | ".join(cells) + " |")
-            dice_t_header = "| run | " + " | ".join(f"T={t}" for t in ts) + " |\n|---|" + "---|" * len(ts)
+            vs_t_rows.append(f"| {base['run']} | " + " | ".join(cells) + " |")
+            vs_t_header = "| run | " + " | ".join(f"T={t}" for t in ts) + " |\n|---|" + "---|" * len(ts)
 
-    fields = ["run", "folds", "loss", "encoding", "neuron", "normalization", "v0", "channels", "network", "T", "n",
-              "dice_3d_mean", "dice_3d_std", "dice_2d_mean", "dice_2d_std"]  # fmt: skip
+    fields = ["run", "folds", "loss", "encoding", "neuron", "normalization", "v0", "channels", "network", "T", "n"]
+    fields += [f for m in metrics for f in (m, f"{m}_fold_std")]
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -179,28 +216,30 @@ def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) 
     def fmt(m: float, s: float) -> str:
         return "-" if math.isnan(m) else f"{m:.3f} ± {s:.3f}"
 
-    lines = ["| run | loss | encoding | network | T | folds | 3D Dice | 2D Dice |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | loss | encoding | network | T | folds | " + " | ".join(metrics) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(metrics)]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['run']} | {r['loss']} | {r['encoding']} | {r['network']} | {r['T'] or '-'} | {r['n']} "
-                     f"| {fmt(r['dice_3d_mean'], r['dice_3d_std'])} | {fmt(r['dice_2d_mean'], r['dice_2d_std'])} |")
-    md = ["# hippocampus_snn cross-validation summary", "",
-          "3D Dice: per subject on the re-stacked slices of the test fold; mean ± std over folds.", ""] + lines
+        lines.append(f"| {r['run']} | {r['loss']} | {r['encoding']} | {r['network']} | {r['T'] or '-'} | {r['n']} | "
+                     + " | ".join(fmt(r[m], r[f"{m}_fold_std"]) for m in metrics) + " |")  # fmt: skip
+    md = ["# Cross-validation summary", "",
+          "Test-fold metrics of each fold's models; mean ± std over folds.", ""] + lines  # fmt: skip
     losses = {r["loss"] for r in rows}
     encodings = {r["encoding"] for r in rows}
     if len(losses) > 1:
-        md += ["", "## Per loss (paper Table 1)", ""] + [lines[0], lines[1]] + [
-            line for r, line in zip(rows, lines[2:]) if r["network"] != "converted"]  # fmt: skip
-    if {"poisson_binary", "poisson_ternary"} <= encodings:
-        md += ["", "## Binary vs ternary input coding (paper Table 5)", "", lines[0], lines[1]] + [
-            line for r, line in zip(rows, lines[2:]) if r["encoding"].startswith("poisson")]  # fmt: skip
+        md += ["", "## Per loss", ""] + [lines[0], lines[1]] + [
+            line for r, line in sorted(zip(rows, lines[2:]), key=lambda x: str(x[0]["loss"]))
+            if r["network"] != "converted"]  # fmt: skip
+    if len(encodings) > 1:
+        md += ["", "## Per input encoding", "", lines[0], lines[1]] + [
+            line for r, line in sorted(zip(rows, lines[2:]), key=lambda x: str(x[0]["encoding"]))]  # fmt: skip
     if fold_rows:
-        md += ["", "## Per fold (3D Dice; percentile: normalization percentile used by the conversion)", "",
+        md += ["", f"## Per fold ({primary}; percentile: normalization percentile used by the conversion)", "",
                "| run | fold | percentile | ANN | converted | converted - ANN | fine-tuned | fine-tuned - ANN "
                "| fine-tuned, other T |", "|---|---|---|---|---|---|---|---|---|"] + fold_rows  # fmt: skip
-    if dice_t_rows:
-        md += ["", "## Converted SNN: 3D Dice vs T (paper Fig. 6A)", "", dice_t_header] + dice_t_rows
-        if _dice_vs_t_plot(curves, out / "dice_vs_T.png"):
-            md += ["", "![converted SNN: 3D Dice vs T](dice_vs_T.png)"]
+    if vs_t_rows:
+        md += ["", f"## Converted SNN: {primary} vs T", "", vs_t_header] + vs_t_rows
+        if _vs_t_plot(curves, primary, out / "metric_vs_T.png"):
+            md += ["", f"![converted SNN: {primary} vs T](metric_vs_T.png)"]
     info = machine or {}
     md += ["", "## Settings and machine", ""]
     for r in runs:
@@ -224,12 +263,15 @@ def summarize(runs: Sequence[str | os.PathLike], output_dir: str | os.PathLike) 
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description="Summarise hippocampus_snn cross-validation runs.")
+    p = argparse.ArgumentParser(description="Summarise the cross-validation runs of a monai_snn bundle.")
     p.add_argument("--runs", nargs="+", required=True, help="run folders (each with fold*/evaluate/metrics.json)")
+    p.add_argument("--metrics", nargs="+", required=True,
+                   help="metrics to report as the stages name them, the first one for the per-fold and vs-T tables "
+                        "(hippocampus_snn: dice_3d_mean dice_2d_mean; drive_snn: f1 auc)")  # fmt: skip
     p.add_argument("--output_dir", default=None, help="default: <first run>/summary")
     args = p.parse_args(argv)
     out = args.output_dir or os.path.join(args.runs[0], "summary")
-    rows = summarize(args.runs, out)
+    rows = summarize(args.runs, out, args.metrics)
     print((Path(out) / "summary.md").read_text())
     return rows
 

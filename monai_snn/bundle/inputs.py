@@ -53,7 +53,8 @@ def input_items(
 
     Example::
 
-        items = input_items("imagesTs/", (".nii.gz",), check=monai_snn.apps.hippocampus.load_image)
+        hippo = load_scripts("bundles/hippocampus_snn").hippocampus
+        items = input_items("imagesTs/", (".nii.gz",), check=hippo.load_image)
         # [{"image": "imagesTs/a.nii.gz"}, {"image": "imagesTs/b.nii.gz"}]
     """
     src = Path(source)

@@ -65,7 +65,8 @@ def _check_batch(batch: torch.Tensor, index: int, names: Sequence[str] | str | N
         where = f", first in sample {sample}" + (f" (from {name})" if name else "")
     raise ValueError(
         f"calibration batch {index} holds {bad} NaN/infinite value(s){where}; calibration data must be finite. "
-        "Check the images it was made from (monai_snn.apps.hippocampus.load_image names a bad file)."
+        "Check the images it was made from (the bundles' input checks, e.g. scripts.hippocampus.load_image of "
+        "hippocampus_snn, name a bad file)."
     )
 
 

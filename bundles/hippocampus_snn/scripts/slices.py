@@ -1,4 +1,10 @@
-"""2D slice training on 3D volumes: cut prepared volumes into slices, and stack predictions back for 3D Dice."""
+"""2D slice training on 3D volumes (task code of the ``hippocampus_snn`` bundle): cut prepared volumes into slices,
+and stack slice predictions back into volumes for 3D Dice.
+
+The bundle trains on these slices; its evaluations (validation volumes in the conversion stage, test volumes in the
+conversion and evaluate stages) load whole volumes instead and run the 2D network on every slice through MONAI's
+``SliceInferer`` (see ``scripts/metrics.py``), with the same intensity scaling as :func:`volume_slices`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import torch
 from monai.metrics import DiceMetric
 from monai.transforms import ScaleIntensityRangePercentiles
 
-from monai_snn.apps.hippocampus import load_pair
+from .hippocampus import load_pair
 
 __all__ = ["volume_slices", "stack_slices", "dice_2d_3d", "SLICE_INTENSITY"]
 
@@ -26,7 +32,7 @@ def volume_slices(
 ) -> list[dict[str, Any]]:
     """Load 3D image/label volumes and cut them into 2D slice dicts for MONAI datasets.
 
-    Every pair is validated with :func:`monai_snn.apps.hippocampus.load_pair` (readable 3D NIfTI files, same
+    Every pair is validated with :func:`scripts.hippocampus.load_pair` (readable 3D NIfTI files, same
     grid, finite intensities, whole-number labels; an empty label warns), and all volumes must share one slice
     size, so that slices can be batched. Intensities are scaled per volume from the 0.5th-99.5th percentile to
     ``value_range`` (``(0, 1)`` for binary Poisson coding, ``(-1, 1)`` for ternary) and clipped; labels are
@@ -72,7 +78,7 @@ def volume_slices(
                 f"volumes of different slice sizes cannot be sliced together: {item['image']} has slices of "
                 f"{size[0]} x {size[1]} (shape {tuple(img.shape)}, slice axis {axis}) but {first[1]} has "
                 f"{first[0][0]} x {first[0][1]}. Prepare the folder so that every volume has one box "
-                "(monai_snn.apps.hippocampus.prepare_msd_folder; the bundle does it when no --datalist is given), "
+                "(scripts.hippocampus.prepare_msd_folder; the bundle does it when no --datalist is given), "
                 "or crop / pad the volumes to one size."
             )
         img = torch.as_tensor(scale(img[None]))[0]

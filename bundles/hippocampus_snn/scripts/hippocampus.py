@@ -1,8 +1,13 @@
 # Copyright (c) monai_snn contributors
 # Licensed under the Apache License, Version 2.0
 """
-Hippocampus data preparation: validated NIfTI loading, fixed-box crops around the hippocampus and
-five-fold MONAI datalists.
+Hippocampus data preparation (task code of the ``hippocampus_snn`` bundle, ``scripts/hippocampus.py``):
+validated NIfTI loading, fixed-box crops around the hippocampus and five-fold MONAI datalists.
+
+The bundle configs reach it as ``@scripts.hippocampus`` (``monai_snn.bundle.load_scripts(@bundle_root)``);
+Python code imports it the same way::
+
+    hippo = monai_snn.bundle.load_scripts("bundles/hippocampus_snn").hippocampus
 
 Two kinds of input are supported:
 
@@ -664,7 +669,9 @@ def _msd_pairs(msd_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _folds(subjects: list[str], num_folds: int, seed: int) -> dict[str, int]:
+def _folds(subjects: list[str], num_folds: int | None, seed: int) -> dict[str, int] | None:
+    if num_folds is None:  # an evaluation set: no folds
+        return None
     unique = sorted(set(subjects))
     if num_folds < 2:
         raise ValueError(f"num_folds must be at least 2, got {num_folds}.")
@@ -679,7 +686,7 @@ def prepare_msd_folder(
     output_dir: PathLike,
     box: Sequence[int] | None = None,
     merge_labels: bool = True,
-    num_folds: int = 5,
+    num_folds: int | None = 5,
     seed: int = 0,
     allow_label_loss: bool = False,
     subject_fn: Callable[[str], str] | None = None,
@@ -707,7 +714,8 @@ def prepare_msd_folder(
         output_dir: output folder (must differ from ``msd_dir``).
         box: output shape ``(slices, height, width)``; ``None`` picks it from the label extent.
         merge_labels: merge labels 1 and 2 into one hippocampus mask (value 1).
-        num_folds: number of cross-validation folds.
+        num_folds: number of cross-validation folds; ``None``: no folds (an evaluation set of any size: the items
+            get no ``"fold"`` and the datalist's ``"num_folds"`` is ``null``).
         seed: fold shuffling seed.
         allow_label_loss: accept a ``box`` smaller than the label extent (label voxels are cut off).
         subject_fn: maps a file stem to a subject id (MSD gives none: by default each file is one subject).
@@ -738,7 +746,7 @@ def prepare_msd_folder(
         "msd_dir": str(msd_dir),
         "box": requested_box,
         "merge_labels": bool(merge_labels),
-        "num_folds": int(num_folds),
+        "num_folds": None if num_folds is None else int(num_folds),
         "seed": int(seed),
         "allow_label_loss": bool(allow_label_loss),
         "subjects": [subject_fn(_stem(ip)) for ip, _ in pairs],
@@ -800,9 +808,10 @@ def prepare_msd_folder(
             name = _stem(ip) + ".nii.gz"
             nib.save(img, str(output_dir / "imagesTr" / name))
             nib.save(lab, str(output_dir / "labelsTr" / name))
-            training.append(
-                {"image": f"imagesTr/{name}", "label": f"labelsTr/{name}", "fold": fold_of[subject], "subject": subject}
-            )
+            item = {"image": f"imagesTr/{name}", "label": f"labelsTr/{name}", "subject": subject}
+            if fold_of is not None:
+                item["fold"] = fold_of[subject]
+            training.append(item)
     labels = {"0": "background", "1": "hippocampus"} if merge_labels else {
         "0": "background", "1": "anterior", "2": "posterior"}  # fmt: skip
     datalist = {
@@ -810,7 +819,7 @@ def prepare_msd_folder(
         "box": list(chosen_box),
         "slice_axis": SLICE_AXIS,
         "merge_labels": bool(merge_labels),
-        "num_folds": int(num_folds),
+        "num_folds": params["num_folds"],
         "seed": int(seed),
         "label_extent": summary["extent"],
         "labels": labels,
@@ -849,6 +858,11 @@ def load_datalist_folds(
     """
     datalist_path = Path(datalist_path)
     meta = read_datalist(datalist_path)
+    if "num_folds" in meta and meta["num_folds"] is None:
+        raise ValueError(
+            f"{datalist_path} was prepared without folds (an evaluation set, num_folds=None); prepare it with "
+            "num_folds >= 2 to split it into folds."
+        )
     stored = int(meta.get("num_folds", num_folds))
     if stored != num_folds:
         raise ValueError(f"{datalist_path} has {stored} folds, but num_folds={num_folds} was asked.")
