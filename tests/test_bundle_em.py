@@ -132,3 +132,20 @@ def test_full_profile_merges_over_every_stage(stage):
     parser.read_config([str(cfg / "common.json"), str(cfg / f"{stage}.json"), str(cfg / "full.json")])
     assert parser["convert_steps"] == parser["finetune_steps"] == 50 and parser["patch_size"] == [512, 512]
     assert tuple(parser.get_parsed_content("network_def").channels) == (32, 64, 128, 256)
+
+
+def test_shipped_model_on_held_out_slices(tmp_path):
+    """The shipped fine-tuned SNN (default model, its shipped T) on two real test slices of the hold-out split."""
+    require_data(EM)
+    for f in ("ann.pt", "converted.pt", "converted.json", "model.pt", "model.json"):
+        assert (BUNDLE / "models" / f).is_file(), f"shipped model missing: {f}"
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in (25, 29):
+        os.symlink(EM / "train" / "image" / f"{k}.png", src / f"{k}.png")
+    run_bundle(BUNDLE, ["common", "inference"], input_dir=src, output_dir=tmp_path / "out")
+    for k in (25, 29):
+        seg = np.asarray(Image.open(tmp_path / "out" / f"{k}_seg.png")) == 255
+        lab = np.asarray(Image.open(EM / "train" / "label" / f"{k}.png")) == 255
+        f1 = 2 * (seg & lab).sum() / (seg.sum() + lab.sum())
+        assert f1 > 0.93, f"slice {k}: cell-interior F1 {f1:.3f}"
