@@ -64,16 +64,20 @@ def _val_dice(snn, vx, vy, num_steps: int = 8) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["flow", "bptt"])
 def test_finetuning_recovers_dice(converted, hippo_slices, method):
-    """Converted at T=8 the SNN loses Dice; 2 epochs (34 iterations, batch 32, Adam 1e-3) of spike-based
-    fine-tuning with the BCE-Dice loss recover it on subject-disjoint validation slices never used in training.
+    """Simulated at T=4 with the papers' zero initial potential the converted SNN loses most of its Dice; 2 epochs
+    (34 iterations, batch 32, Adam 1e-3) of spike-based fine-tuning at T=4 with the BCE-Dice loss recover it on
+    subject-disjoint validation slices never used in training.
 
-    Observed (2-core CPU): ANN 0.786, converted 0.559, flow 0.794, bptt 0.793 (flow 12 s, bptt 36 s); with the
-    fixture trained single-threaded: ANN 0.815, converted 0.400, bptt 0.781."""
-    base, snn_dice, ann_dice = converted
+    Observed (2-core CPU, 2026-12-02): ANN 0.823, converted 0.244, flow 0.795, bptt 0.787. (At T=8 the conversion
+    lost 0.23 Dice on the machine of an earlier session but only 0.05 on this one, where the fixture's ANN trains
+    to other weights: the loss at T=8 was too small a margin to test recovery on.)"""
+    base, _, ann_dice = converted
     tx, ty, vx, vy = hippo_slices
-    assert snn_dice < ann_dice - 0.1, "conversion at T=8 with zero initial potential should lose Dice"
     torch.manual_seed(0)
     snn = copy.deepcopy(base)
+    snn.num_steps = 4
+    snn_dice = _val_dice(snn, vx, vy, num_steps=4)
+    assert snn_dice < ann_dice - 0.1, "conversion at T=4 with zero initial potential should lose Dice"
     trainer = SpikingTrainer(
         device="cpu",
         max_epochs=2,
@@ -82,11 +86,11 @@ def test_finetuning_recovers_dice(converted, hippo_slices, method):
         optimizer=torch.optim.Adam(snn.parameters(), lr=1e-3),
         loss_function=DiceCELoss(**BCE_DICE),
         method=method,
-        num_steps=8,
+        num_steps=4,
     )
     trainer.run()
     assert trainer.state.iteration == 34
-    tuned = _val_dice(snn, vx, vy)
+    tuned = _val_dice(snn, vx, vy, num_steps=4)
     print(f"{method}: ANN {ann_dice:.3f}, converted {snn_dice:.3f}, fine-tuned {tuned:.3f}")
     assert tuned > snn_dice + 0.15
     assert tuned - snn_dice > 0.8 * (ann_dice - snn_dice)  # most of the lost Dice is recovered
