@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.bundle_cli import bundle_env as _env
+from tests.bundle_cli import run_bundle
 from tests.conftest import HIPPO, REPO, require_data
 
 BUNDLE = REPO / "bundles" / "hippocampus_snn"
@@ -38,23 +40,8 @@ TINY = {
 NAMES = [f"hippocampus_{i:03d}.nii.gz" for i in (1, 4, 6, 7, 8, 11, 14, 15)]
 
 
-def _env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def _bundle(configs: list[str], *args: str, check: bool = True, timeout: int = 300, **overrides):
-    files = repr([str(CFG / f"{c}.json") for c in configs])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--meta_file",
-           str(CFG / "metadata.json"), "--logging_file", str(CFG / "logging.conf"), "--bundle_root", str(BUNDLE),
-           *args]  # fmt: skip
-    for k, v in overrides.items():
-        cmd += [f"--{k}", str(v)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=str(REPO))
-    if check and proc.returncode != 0:
-        pytest.fail(f"bundle run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
+    return run_bundle(BUNDLE, configs, *args, check=check, timeout=timeout, **overrides)
 
 
 @pytest.fixture(scope="module")

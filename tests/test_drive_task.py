@@ -30,8 +30,6 @@ metrics = _SCRIPTS.metrics
 DRIVE_DIR = DATA / "DRIVE"
 
 
-
-
 @pytest.fixture(scope="module")
 def root() -> Path:
     return require_data(DRIVE_DIR)

@@ -30,8 +30,6 @@ em = _SCRIPTS.em
 EM_DIR = DATA / "ISBI2012_EM"
 
 
-
-
 @pytest.fixture(scope="module")
 def root() -> Path:
     return require_data(EM_DIR)
