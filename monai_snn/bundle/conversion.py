@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from monai_snn.bundle.evaluation import _summary_writer, metric_vs_steps_figure, run_evaluator
+from monai_snn.bundle.evaluation import metric_vs_steps_figure, run_evaluator
 from monai_snn.bundle.results import write_json
 
 __all__ = ["calibration_batch", "select_percentile", "run_conversion"]
@@ -171,7 +171,7 @@ def run_conversion(
                        test_loader, "runs/fold0/convert", (1, 2, 4, 8, 16), val_loader, (99.0, 99.9))
     """
     from monai_snn.conversion.io import convert_with_settings, save_snn
-    from monai_snn.handlers import EnergyHandler, FiringRateHandler
+    from monai_snn.handlers import EnergyHandler, FiringRateHandler, stage_writer
     from monai_snn.handlers.checkpoint import load_weights
 
     out = Path(output_dir)
@@ -188,7 +188,7 @@ def run_conversion(
     snn = convert_with_settings(ann, calibration, settings)
     save_snn(snn, out / "snn_converted.pt", settings)
 
-    w = _summary_writer(out)
+    w = stage_writer(out)
     try:
         ann_m = run_evaluator(make_evaluator, ann, test_loader, desc="ANN")
         key = ann_m["key_metric"]

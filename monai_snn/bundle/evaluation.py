@@ -122,12 +122,6 @@ def metric_vs_steps_figure(curves: Mapping[str, Mapping[int, float]], reference:
     return fig
 
 
-def _summary_writer(log_dir: str | os.PathLike):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(log_dir))
-
-
 def evaluate_models(
     make_evaluator: Callable[..., Any],
     data_loader: Any,
@@ -176,7 +170,7 @@ def evaluate_models(
                         ConvertibleUNet(2, 1, 1), "runs/eval", extra_steps={"finetuned": [2]})
     """
     from monai_snn.bundle.models import load_model
-    from monai_snn.handlers import EnergyHandler, FiringRateHandler
+    from monai_snn.handlers import EnergyHandler, FiringRateHandler, stage_writer
 
     if not models:
         raise ValueError("models is empty: give at least one name -> weights file (e.g. {'ann': 'models/ann.pt'}).")
@@ -220,7 +214,7 @@ def evaluate_models(
             key = results[name]["key_metric"]
             logger.info("%s: %s %.4f (T=%s)", name, key, results[name][key], results[name]["num_steps"])
     if log:
-        w = summary_writer if summary_writer is not None else _summary_writer(out)
+        w = summary_writer if summary_writer is not None else stage_writer(out)
         try:
             w.add_text("evaluate", "```\n" + json.dumps(results, indent=1, default=str) + "\n```", 0)
             for name in models:
