@@ -1,5 +1,5 @@
 """Ignite / MONAI handlers for spiking networks: firing rates and energy, logged to TensorBoard; atomic checkpoints,
-the resume helpers (latest checkpoint, best-model record) and random-number-generator state for exact resumes."""
+the resume helpers (latest checkpoint, best-model record) and random-number-generator state for exact resumes, and all of them for one training stage (``StageCheckpoints``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from monai_snn.handlers.checkpoint import (
 from monai_snn.handlers.energy import EnergyHandler, batch_images
 from monai_snn.handlers.firing_rate import FiringRateHandler, firing_rate_figure
 from monai_snn.handlers.random_state import RandomState
+from monai_snn.handlers.stage_checkpoints import StageCheckpoints
 from monai_snn.handlers.writer import NullWriter, stage_writer
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "FiringRateHandler",
     "NullWriter",
     "RandomState",
+    "StageCheckpoints",
     "batch_images",
     "firing_rate_figure",
     "latest_checkpoint",
