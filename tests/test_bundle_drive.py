@@ -107,6 +107,30 @@ def test_rerun_skips_finished_stages(pipeline, tiny_drive):
     assert set(status.values()) == {"skipped"}
 
 
+def test_variants_convert_a_given_ann_file(pipeline, tiny_drive, tmp_path):
+    """apps.variants on an ANN checkpoint file (--ann, as for the shipped models/ann.pt): one converted SNN per
+    variant from that file, and a table with a row per variant."""
+    from monai_snn.apps.variants import main
+
+    variants = tmp_path / "v.json"
+    variants.write_text(json.dumps({"title": "levels", "variants": {"IF 1.0": {"neuron": "if", "thresholds": [1.0]},
+                                                                     "MT 2": {"thresholds": [1.0, 0.5]}}}))
+    ann = pipeline / "train_ann" / "ckpt" / "best_model.pt"
+    convert_keys = ("channels", "num_val", "convert_steps", "steps_sweep", "num_calibration")
+    sets = [f"{k}={TINY[k]}" for k in convert_keys] + [f"data_dir={tiny_drive}", "percentile_candidates=[]"]
+    with stage_environment():
+        rows = main(["--bundle_root", str(BUNDLE), "--ann", str(ann), "--variants", str(variants), "--output_dir",
+                     str(tmp_path / "out"), "--stages", "convert", "--metrics", "f1", "auc", "--quiet", "--set", *sets])
+    assert [r["variant"] for r in rows] == ["IF 1.0", "MT 2"]
+    for r in rows:
+        assert 0.0 <= r["converted_f1"] <= 1.0 and r["converted_T"] == 2
+    assert rows[0]["ann_f1"] == rows[1]["ann_f1"]  # one ANN for both
+    levels = [json.loads((tmp_path / "out" / v / "fold0" / "convert" / "snn_converted.json").read_text())["thresholds"]
+              for v in ("IF_1.0", "MT_2")]  # fmt: skip
+    assert levels == [[1.0], [1.0, 0.5]]
+    assert (tmp_path / "out" / "table.md").is_file() and (tmp_path / "out" / "plot.png").is_file()
+
+
 def test_inference_contract(pipeline, tiny_drive, tmp_path):
     """--input_dir / --output_dir: <stem>_seg.png (0/255) and <stem>_prob.png, input height x width, per image."""
     models = tmp_path / "models"

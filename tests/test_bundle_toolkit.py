@@ -165,3 +165,7 @@ def test_variants_file_errors(tmp_path):
         run_variants("bundles/drive_snn", tmp_path, {"a": {}}, tmp_path / "out")
     with pytest.raises(ValueError, match="leave train_ann out"):
         run_variants("bundles/drive_snn", tmp_path, {"a": {}}, tmp_path / "out", stages=["train_ann"])
+    with pytest.raises(ValueError, match="either as a run"):
+        run_variants("bundles/drive_snn", tmp_path, {"a": {}}, tmp_path / "out", ann=tmp_path / "x.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run_variants("bundles/drive_snn", None, {"a": {}}, tmp_path / "out", ann=tmp_path / "x.pt")

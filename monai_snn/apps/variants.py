@@ -4,8 +4,10 @@
 ANN under several named sets of overrides, then a table and a plot.
 
 Each variant runs through the resumable runner (:mod:`monai_snn.apps.cross_validation`) in its own folder
-``<output_dir>/<variant>/fold{k}/...``, reusing the ANN of an existing run (``ann_checkpoint`` points at
-``<run_dir>/fold{k}/train_ann/ckpt/best_model.pt``), so a rerun skips the variants that finished. The variants come
+``<output_dir>/<variant>/fold{k}/...``, reusing one trained ANN (``ann_checkpoint`` points at
+``<run_dir>/fold{k}/train_ann/ckpt/best_model.pt``, or at the file given with ``--ann``, e.g. the bundle's shipped
+``models/ann.pt``, so an ablation of the shipped model needs no earlier run), so a rerun skips the variants that
+finished. The variants come
 from a JSON file::
 
     {"title": "Table 1: thresholds of the neuron",
@@ -71,29 +73,32 @@ def load_variants(path: str | os.PathLike) -> tuple[str, dict[str, dict[str, Any
 
 def run_variants(
     bundle_root: str | os.PathLike,
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | None,
     variants: Mapping[str, Mapping[str, Any]],
     output_dir: str | os.PathLike,
     fold: int = 0,
     stages: Sequence[str] = ("convert",),
     common: Mapping[str, Any] | None = None,
     quiet: bool = False,
+    ann: str | os.PathLike | None = None,
 ) -> dict[str, dict[str, str]]:
-    """Run ``stages`` of ``bundle_root`` for every variant on the trained ANN of ``run_dir`` (fold ``fold``).
+    """Run ``stages`` of ``bundle_root`` for every variant on the trained ANN of ``run_dir`` (fold ``fold``) or ``ann``.
 
     Args:
         bundle_root: the bundle.
-        run_dir: the run whose ANN is reused (``fold{k}/train_ann/ckpt/best_model.pt``).
+        run_dir: the run whose ANN is reused (``fold{k}/train_ann/ckpt/best_model.pt``); ``None`` with ``ann``.
         variants: name -> overrides (as ``--set`` takes them: ``key`` or ``stage:key``).
         output_dir: one folder per variant is made in it.
         fold: the fold.
         stages: stages after ``train_ann`` to run.
         common: overrides for every variant (a variant's own win).
         quiet: no progress bars.
+        ann: an ANN checkpoint file to use instead of ``run_dir``'s (a state dict or a checkpoint with a
+            ``"network"`` entry, e.g. ``models/ann.pt`` of the bundle).
 
     Raises:
-        FileNotFoundError: the run has no trained ANN for ``fold``.
-        ValueError: ``train_ann`` among ``stages``.
+        FileNotFoundError: the run has no trained ANN for ``fold``, or ``ann`` does not exist.
+        ValueError: ``train_ann`` among ``stages``; neither or both of ``run_dir`` and ``ann``.
 
     Returns:
         ``{variant: runner status}``.
@@ -102,9 +107,16 @@ def run_variants(
 
     if "train_ann" in stages:
         raise ValueError("variants reuse the run's trained ANN: leave train_ann out of --stages.")
-    ann = Path(run_dir).resolve() / f"fold{int(fold)}" / "train_ann" / "ckpt" / "best_model.pt"
-    if not ann.is_file():
-        raise FileNotFoundError(f"no trained ANN at {ann}: run the train_ann stage of fold {fold} first.")
+    if (run_dir is None) == (ann is None):
+        raise ValueError("give the ANN to convert either as a run (--run_dir) or as a checkpoint file (--ann).")
+    if ann is not None:
+        ann = Path(ann).resolve()
+        if not ann.is_file():
+            raise FileNotFoundError(f"ANN checkpoint {ann} does not exist.")
+    else:
+        ann = Path(run_dir).resolve() / f"fold{int(fold)}" / "train_ann" / "ckpt" / "best_model.pt"
+        if not ann.is_file():
+            raise FileNotFoundError(f"no trained ANN at {ann}: run the train_ann stage of fold {fold} first.")
     status = {}
     for name, overrides in variants.items():
         sets = {**dict(common or {}), **{k: v if isinstance(v, str) else json.dumps(v) for k, v in overrides.items()}}
@@ -198,7 +210,9 @@ def _plot(rows: list[dict[str, Any]], nets: list[str], metric: str, title: str, 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle_root", required=True)
-    p.add_argument("--run_dir", required=True, help="the run whose trained ANN the variants convert")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run_dir", help="the run whose trained ANN the variants convert")
+    src.add_argument("--ann", help="or an ANN checkpoint file, e.g. <bundle>/models/ann.pt (the shipped ANN)")
     p.add_argument("--variants", required=True, help="JSON file: {'title': ..., 'variants': {name: {key: value}}}")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--fold", type=int, default=0)
@@ -214,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if not args.table_only:
             common = dict(s.split("=", 1) for s in args.set)
             run_variants(args.bundle_root, args.run_dir, variants, args.output_dir, args.fold, args.stages, common,
-                         args.quiet)  # fmt: skip
+                         args.quiet, ann=args.ann)  # fmt: skip
         rows = variants_table(variants, args.output_dir, args.metrics, args.fold, title)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
