@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 from ignite.engine import Events
-from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from ignite.metrics import Metric
 from monai.data import DataLoader
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import ValidationHandler
 
 from monai_snn.handlers import StageCheckpoints
@@ -65,8 +65,10 @@ def test_resume_keeps_best_model_and_record(tmp_path):
 
     trainer, evaluator, checkpoints, _ = _stage(tmp_path, scores, start_epoch=2)
     assert checkpoints.resume_path.endswith(".pt") and os.path.basename(checkpoints.resume_path).startswith("latest")
+    epochs_run = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_run.append(e.state.epoch))
     trainer.run()
-    assert trainer.state.epoch == 4 and trainer.state.iteration == 16  # resumed at epoch 2, not from 0
+    assert epochs_run == [3, 4]  # resumed after epoch 2, not from 0
     best = torch.load(checkpoints.best_path, weights_only=True)
     assert best["best_metric_state"] == {"best_metric": 0.9, "best_metric_epoch": 2}
     for k, v in best_after_kill["network"].items():

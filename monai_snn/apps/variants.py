@@ -4,11 +4,10 @@
 ANN under several named sets of overrides, then a table and a plot.
 
 Each variant runs through the resumable runner (:mod:`monai_snn.apps.cross_validation`) in its own folder
-``<output_dir>/<variant>/fold{k}/...``, reusing one trained ANN (``ann_checkpoint`` points at
-``<run_dir>/fold{k}/train_ann/ckpt/best_model.pt``, or at the file given with ``--ann``, e.g. the bundle's shipped
-``models/ann.pt``, so an ablation of the shipped model needs no earlier run), so a rerun skips the variants that
-finished. The variants come
-from a JSON file::
+``<output_dir>/<variant>/fold{k}/...``, so a rerun skips the variants that finished. All variants reuse one trained
+ANN: ``ann_checkpoint`` points at ``<run_dir>/fold{k}/train_ann/ckpt/best_model.pt``, or at the file given with
+``--ann`` (e.g. the bundle's shipped ``models/ann.pt``: an ablation of the shipped model needs no earlier run). The
+variants come from a JSON file::
 
     {"title": "Table 1: thresholds of the neuron",
      "variants": {"IF 1.0": {"neuron": "if", "thresholds": [1.0]},

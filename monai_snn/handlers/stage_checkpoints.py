@@ -112,8 +112,8 @@ class StageCheckpoints:
         )
         if not self.save:
             return
-        if self.best_saver is not None and self.best_metric_state is not None:
+        if self.best_saver is not None:
             self.best_saver.attach(validator)
             if self.resume_path:
-                restore_best(self.best_saver, self.best_metric_state)
+                restore_best(self.best_saver, self.best_metric_state)  # type: ignore[arg-type]
         self.latest_saver.attach(trainer)
