@@ -109,7 +109,7 @@ def test_rerun_skips_finished_stages(pipeline, tiny_drive):
 
 def test_variants_convert_a_given_ann_file(pipeline, tiny_drive, tmp_path):
     """apps.variants on an ANN checkpoint file (--ann, as for the shipped models/ann.pt): one converted SNN per
-    variant from that file, and a table with a row per variant."""
+    variant from that file, a table with a row per variant and the metrics vs T of the conversions' T sweeps."""
     from monai_snn.apps.variants import main
 
     variants = tmp_path / "v.json"
@@ -129,6 +129,11 @@ def test_variants_convert_a_given_ann_file(pipeline, tiny_drive, tmp_path):
               for v in ("IF_1.0", "MT_2")]  # fmt: skip
     assert levels == [[1.0], [1.0, 0.5]]
     assert (tmp_path / "out" / "table.md").is_file() and (tmp_path / "out" / "plot.png").is_file()
+    # the T sweep of each conversion (steps_sweep [1, 2]) as a metric-vs-T table with the stage's own figures
+    table = (tmp_path / "out" / "table.md").read_text()
+    sweep = json.loads((tmp_path / "out" / "MT_2" / "fold0" / "convert" / "metrics.json").read_text())["metrics_vs_T"]
+    assert "| T=1 | T=2 |" in table and f"| MT 2 | auc | {sweep['1']['auc']:.4f} | {sweep['2']['auc']:.4f} |" in table
+    assert (tmp_path / "out" / "metric_vs_T.png").is_file()
 
 
 def test_inference_contract(pipeline, tiny_drive, tmp_path):

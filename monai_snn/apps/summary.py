@@ -87,7 +87,7 @@ def collect(run_dir: str | os.PathLike) -> dict[str, Any]:
     return {"run": str(run), "folds": folds, "settings": settings, "vs_T": vs_t, "percentile": percentiles}
 
 
-def _vs_t_plot(curves: dict[str, tuple[list[int], list[float], list[float], float]], metric: str, path: Path) -> bool:
+def vs_t_plot(curves: dict[str, tuple[list[int], list[float], list[float], float]], metric: str, path: Path) -> bool:
     """``metric`` vs T of the converted SNN per run (mean ± std over folds), each run's ANN as a dashed line."""
     try:
         import matplotlib
@@ -238,7 +238,7 @@ def summarize(
                "| fine-tuned, other T |", "|---|---|---|---|---|---|---|---|---|"] + fold_rows  # fmt: skip
     if vs_t_rows:
         md += ["", f"## Converted SNN: {primary} vs T", "", vs_t_header] + vs_t_rows
-        if _vs_t_plot(curves, primary, out / "metric_vs_T.png"):
+        if vs_t_plot(curves, primary, out / "metric_vs_T.png"):
             md += ["", f"![converted SNN: {primary} vs T](metric_vs_T.png)"]
     info = machine or {}
     md += ["", "## Settings and machine", ""]

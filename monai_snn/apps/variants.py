@@ -14,7 +14,9 @@ variants come from a JSON file::
                   "MT 2, 1, 0.5, 0.25": {"thresholds": [2.0, 1.0, 0.5, 0.25]}}}
 
 The table (``table.md``, ``table.csv``) gives the metrics of the converted SNN (``convert/metrics.json``) and, when
-the evaluate stage ran, of the fine-tuned SNN (``evaluate/metrics.json``); ``plot.png`` shows the first metric.
+the evaluate stage ran, of the fine-tuned SNN (``evaluate/metrics.json``); ``plot.png`` shows the first metric. When
+the conversion swept T (``steps_sweep``), ``table.md`` also gives every metric vs T (paper Table 5), plotted in
+``metric_vs_T.png``.
 
 Example::
 
@@ -178,8 +180,39 @@ def variants_table(
     lines += ["", "Overrides of each variant:", ""] + [f"- {r['variant']}: `{r['overrides']}`" for r in rows]
     if _plot(rows, nets, metrics[0], title, out / "plot.png"):
         lines += ["", "![plot](plot.png)"]
+    lines += _vs_t_section(variants, out, metrics, fold, rows)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     return rows
+
+
+def _vs_t_section(
+    variants: Mapping[str, Any], out: Path, metrics: Sequence[str], fold: int, rows: list[dict[str, Any]]
+) -> list[str]:
+    """Markdown lines of every metric vs T of the converted SNNs (``metrics_vs_T`` of their conversion) and a plot
+    of the first metric; no lines when no variant swept T."""
+    from monai_snn.apps.summary import vs_t_plot
+
+    sweeps = {name: _read(out / _slug(name) / f"fold{int(fold)}" / "convert" / "metrics.json").get("metrics_vs_T")
+              for name in variants}  # fmt: skip
+    sweeps = {name: {int(t): v for t, v in sweep.items()} for name, sweep in sweeps.items() if sweep}
+    if not sweeps:
+        return []
+    steps = sorted({t for sweep in sweeps.values() for t in sweep})
+    lines = ["", "## Converted SNN vs T", "", "| variant | metric | " + " | ".join(f"T={t}" for t in steps) + " |",
+             "|" + "---|" * (len(steps) + 2)]  # fmt: skip
+    for name, sweep in sweeps.items():
+        for m in metrics:
+            cells = [f"{sweep[t][m]:.4f}" if t in sweep and m in sweep[t] else "-" for t in steps]
+            lines.append(f"| {name} | {m} | " + " | ".join(cells) + " |")
+    ann = {r["variant"]: r[f"ann_{metrics[0]}"] for r in rows}
+    curves = {
+        name: (ts, [sweep[t].get(metrics[0], float("nan")) for t in ts], [0.0] * len(ts),
+               float("nan") if ann.get(name) is None else ann[name])
+        for name, sweep in sweeps.items() for ts in [sorted(sweep)]
+    }  # fmt: skip
+    if vs_t_plot(curves, metrics[0], out / "metric_vs_T.png"):
+        lines += ["", f"![converted SNN: {metrics[0]} vs T](metric_vs_T.png)"]
+    return lines
 
 
 def _plot(rows: list[dict[str, Any]], nets: list[str], metric: str, title: str, path: Path) -> bool:
