@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m monai_snn.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/simulation.py
