@@ -216,6 +216,8 @@ def _vs_t_section(
 
 
 def _plot(rows: list[dict[str, Any]], nets: list[str], metric: str, title: str, path: Path) -> bool:
+    """Bars of ``metric`` per variant and network (one dashed line for an ANN shared by all variants) and, on a
+    second axis, the converted SNN's energy over the ANN's."""
     try:
         import matplotlib
 
@@ -223,16 +225,32 @@ def _plot(rows: list[dict[str, Any]], nets: list[str], metric: str, title: str, 
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         return False
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 3.8), dpi=100)
-    width = 0.8 / max(1, len(nets))
-    for i, net in enumerate(nets):
+    import textwrap
+
+    anns = {r["ann_" + metric] for r in rows if r["ann_" + metric] is not None}
+    shared_ann = "ann" in nets and len(anns) == 1
+    bars = [n for n in nets if not (shared_ann and n == "ann")]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 4.2), dpi=100)
+    width = 0.8 / max(1, len(bars))
+    for i, net in enumerate(bars):
         vals = [r[f"{net}_{metric}"] if r[f"{net}_{metric}"] is not None else float("nan") for r in rows]
-        ax.bar([j + i * width for j in range(len(rows))], vals, width, label=net)
-    ax.set_xticks([j + width * (len(nets) - 1) / 2 for j in range(len(rows))])
+        ax.bar([j + i * width for j in range(len(rows))], vals, width, label=net, color=f"C{i + 1}")
+    if shared_ann:
+        ax.axhline(anns.pop(), color="C0", ls="--", lw=1, label="ann")
+    centre = [j + width * (len(bars) - 1) / 2 for j in range(len(rows))]
+    ax.set_xticks(centre)
     ax.set_xticklabels([r["variant"] for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title(textwrap.fill(title, 100), fontsize=8)
+    energy = [r["converted_energy_snn_over_ann"] for r in rows]
+    handles, labels = ax.get_legend_handles_labels()
+    if any(e is not None for e in energy):
+        ax2 = ax.twinx()
+        line = ax2.plot(centre, [float("nan") if e is None else e for e in energy], "k^", ms=6)
+        ax2.set_ylabel("energy SNN / ANN (converted)")
+        ax2.set_ylim(bottom=0)
+        handles, labels = handles + line, labels + ["energy (right)"]
+    ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(labels), frameon=False)
     fig.tight_layout()
     fig.savefig(str(path))
     plt.close(fig)
