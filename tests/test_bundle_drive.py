@@ -136,6 +136,43 @@ def test_variants_convert_a_given_ann_file(pipeline, tiny_drive, tmp_path):
     assert (tmp_path / "out" / "metric_vs_T.png").is_file()
 
 
+def test_ship_models_from_a_variant_folder(pipeline, tmp_path):
+    """ship_models on a folder of apps.variants (no train_ann: the ANN is the file its conversion recorded): the SNNs
+    and eval_metrics come from the variant; an ANN that is the bundle's own models/ann.pt is left as it is."""
+    import shutil
+
+    import torch
+
+    from monai_snn.apps.ship_models import ship_models
+
+    variant = tmp_path / "variant" / "fold0"
+    for stage in ("convert", "finetune", "evaluate"):
+        shutil.copytree(pipeline / stage, variant / stage)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(CFG, bundle / "configs")
+    (bundle / "models").mkdir()
+    shutil.copyfile(pipeline / "train_ann" / "ckpt" / "best_model.pt", bundle / "models" / "ann.pt")
+    (bundle / "models" / "ann.json").write_text(json.dumps({"source": "the earlier run"}))
+    conv = json.loads((variant / "convert" / "metrics.json").read_text())
+    (variant / "convert" / "metrics.json").write_text(json.dumps(dict(conv, ann_checkpoint=str(bundle / "models" /
+                                                                                                "ann.pt"))))  # fmt: skip
+    before = (bundle / "models" / "ann.pt").read_bytes()
+    metrics = ship_models(tmp_path / "variant", 0, bundle)
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    assert metrics["f1_finetuned_T2_fold0"] == round(ev["finetuned"]["f1"], 4)
+    assert (bundle / "models" / "model.pt").read_bytes() == (pipeline / "finetune" / "snn_finetuned.pt").read_bytes()
+    assert (bundle / "models" / "ann.pt").read_bytes() == before
+    assert json.loads((bundle / "models" / "ann.json").read_text()) == {"source": "the earlier run"}
+    # an ANN file elsewhere is copied in, with the architecture of the bundle's configs
+    shutil.rmtree(bundle / "models")
+    (variant / "convert" / "metrics.json").write_text(json.dumps(
+        dict(conv, ann_checkpoint=str(pipeline / "train_ann" / "ckpt" / "best_model.pt"))))  # fmt: skip
+    ship_models(tmp_path / "variant", 0, bundle)
+    assert json.loads((bundle / "models" / "ann.json").read_text())["args"]["channels"] == [4, 8, 16, 32]
+    assert torch.load(bundle / "models" / "ann.pt", weights_only=True).keys() == torch.load(
+        pipeline / "train_ann" / "ckpt" / "best_model.pt", weights_only=True)["network"].keys()  # fmt: skip
+
+
 def test_inference_contract(pipeline, tiny_drive, tmp_path):
     """--input_dir / --output_dir: <stem>_seg.png (0/255) and <stem>_prob.png, input height x width, per image."""
     models = tmp_path / "models"

@@ -109,7 +109,9 @@ def ship_models(
     """Copy fold ``fold`` of ``run_dir`` into ``bundle_root/models`` and update the metadata's ``eval_metrics``.
 
     Args:
-        run_dir: cross-validation output folder (``fold{k}/train_ann|convert|finetune|evaluate``).
+        run_dir: cross-validation output folder (``fold{k}/train_ann|convert|finetune|evaluate``), or a variant
+            folder of :mod:`monai_snn.apps.variants` (no ``train_ann``: the ANN is the file its conversion recorded,
+            e.g. the shipped ``models/ann.pt``, which is then left as it is).
         fold: the fold to ship.
         bundle_root: the bundle folder (``configs/`` and ``models/``).
         metric: the metric of ``eval_metrics`` (default: the evaluation's key metric).
@@ -129,6 +131,9 @@ def ship_models(
     evaluation = _read_json(fold_dir / "evaluate" / "metrics.json")
     converted = _read_json(fold_dir / "convert" / "snn_converted.json")
     ckpt = fold_dir / "train_ann" / "ckpt" / "best_model.pt"
+    if not ckpt.is_file():  # a run of apps.variants converts a given ANN file: the one its conversion recorded
+        recorded = _read_json(fold_dir / "convert" / "metrics.json").get("ann_checkpoint")
+        ckpt = Path(recorded) if recorded and not (fold_dir / "train_ann").exists() else ckpt
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: run train_ann for fold {fold} first.")
     state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
@@ -144,8 +149,9 @@ def ship_models(
     metrics = eval_metrics(evaluation, int(fold), metric, label)
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
-    torch.save(state, str(models / "ann.pt"))
-    write_json(models / "ann.json", {"network": target, "args": args, "source": str(ckpt)})
+    if ckpt.resolve() != (models / "ann.pt").resolve():  # the shipped ANN itself keeps its file and its source
+        torch.save(state, str(models / "ann.pt"))
+        write_json(models / "ann.json", {"network": target, "args": args, "source": str(ckpt)})
     for stage, name, target_name in (("convert", "snn_converted", "converted"), ("finetune", "snn_finetuned", "model")):
         src = fold_dir / stage / f"{name}.pt"
         if not src.is_file():
