@@ -158,7 +158,8 @@ def variants_table(
             for m in metrics:
                 row[f"{net}_{m}"] = (source or {}).get(m)
             row[f"{net}_T"] = (source or {}).get("num_steps")
-        row["converted_energy_snn_over_ann"] = (conv.get("converted") or {}).get("energy_snn_over_ann")
+        for net, source in (("converted", conv.get("converted")), ("finetuned", ev.get("finetuned"))):
+            row[f"{net}_energy_snn_over_ann"] = (source or {}).get("energy_snn_over_ann")
         row["percentile"] = (conv.get("settings") or {}).get("percentile")
         rows.append(row)
     with open(out / "table.csv", "w", newline="") as f:
@@ -172,11 +173,13 @@ def variants_table(
     nets = [n for n in ("ann", "converted", "finetuned") if any(r[f"{n}_{metrics[0]}"] is not None for r in rows)]
     head = ["variant", "percentile"] + [f"{n} {m}" + (" (T={})".format(rows[0][f"{n}_T"]) if n != "ann" and m == metrics[0]
                                                       else "") for n in nets for m in metrics]  # fmt: skip
-    lines = [f"# {title}", "", "| " + " | ".join(head) + " | energy SNN / ANN (converted) |",
-             "|" + "---|" * (len(head) + 1)]  # fmt: skip
+    spiking = [n for n in nets if n != "ann"]
+    head += [f"energy SNN / ANN ({n})" for n in spiking]
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["variant"], cell(r["percentile"])] + [cell(r[f"{n}_{m}"]) for n in nets for m in metrics]
-        lines.append("| " + " | ".join(cells) + f" | {cell(r['converted_energy_snn_over_ann'])} |")
+        cells += [cell(r[f"{n}_energy_snn_over_ann"]) for n in spiking]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Overrides of each variant:", ""] + [f"- {r['variant']}: `{r['overrides']}`" for r in rows]
     if _plot(rows, nets, metrics[0], title, out / "plot.png"):
         lines += ["", "![plot](plot.png)"]
@@ -195,9 +198,9 @@ def _vs_t_section(
     sweeps = {name: _read(out / _slug(name) / f"fold{int(fold)}" / "convert" / "metrics.json").get("metrics_vs_T")
               for name in variants}  # fmt: skip
     sweeps = {name: {int(t): v for t, v in sweep.items()} for name, sweep in sweeps.items() if sweep}
-    if not sweeps:
-        return []
     steps = sorted({t for sweep in sweeps.values() for t in sweep})
+    if len(steps) < 2:  # no sweep (steps_sweep=[]): the one T is in the table above
+        return []
     lines = ["", "## Converted SNN vs T", "", "| variant | metric | " + " | ".join(f"T={t}" for t in steps) + " |",
              "|" + "---|" * (len(steps) + 2)]  # fmt: skip
     for name, sweep in sweeps.items():
@@ -230,7 +233,8 @@ def _plot(rows: list[dict[str, Any]], nets: list[str], metric: str, title: str, 
     anns = {r["ann_" + metric] for r in rows if r["ann_" + metric] is not None}
     shared_ann = "ann" in nets and len(anns) == 1
     bars = [n for n in nets if not (shared_ann and n == "ann")]
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 4.2), dpi=100)
+    fig_width = max(5.5, 0.9 * len(rows) + 2)
+    fig, ax = plt.subplots(figsize=(fig_width, 4.2), dpi=100)
     width = 0.8 / max(1, len(bars))
     for i, net in enumerate(bars):
         vals = [r[f"{net}_{metric}"] if r[f"{net}_{metric}"] is not None else float("nan") for r in rows]
@@ -241,7 +245,7 @@ def _plot(rows: list[dict[str, Any]], nets: list[str], metric: str, title: str, 
     ax.set_xticks(centre)
     ax.set_xticklabels([r["variant"] for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric)
-    ax.set_title(textwrap.fill(title, 100), fontsize=8)
+    ax.set_title(textwrap.fill(title, int(13 * fig_width)), fontsize=8)
     energy = [r["converted_energy_snn_over_ann"] for r in rows]
     handles, labels = ax.get_legend_handles_labels()
     if any(e is not None for e in energy):
