@@ -193,8 +193,8 @@ def summarize(
             )
         machine = machine or next(iter(c["folds"].values())).get("info")
         vs_t = {k: d for k, d in c["vs_T"].items() if any(primary in v for v in d.values())}
-        if vs_t:
-            ts = sorted({int(t) for d in vs_t.values() for t in d})
+        ts = sorted({int(t) for d in vs_t.values() for t in d})
+        if len(ts) > 1:  # a conversion without a T sweep has only its own T, already in the table above
             cells, means, stds = [], [], []
             for t in ts:
                 m, sd = _mean_std([d[str(t)][primary] for d in vs_t.values() if primary in d.get(str(t), {})])
