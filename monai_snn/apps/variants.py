@@ -149,6 +149,7 @@ def variants_table(
         raise ValueError("give at least one metric name (--metrics).")
     out = Path(output_dir)
     rows: list[dict[str, Any]] = []
+    sweeps: dict[str, dict] = {}
     for name, overrides in variants.items():
         fold_dir = out / _slug(name) / f"fold{int(fold)}"
         conv, ev = _read(fold_dir / "convert" / "metrics.json"), _read(fold_dir / "evaluate" / "metrics.json")
@@ -161,6 +162,8 @@ def variants_table(
         for net, source in (("converted", conv.get("converted")), ("finetuned", ev.get("finetuned"))):
             row[f"{net}_energy_snn_over_ann"] = (source or {}).get("energy_snn_over_ann")
         row["percentile"] = (conv.get("settings") or {}).get("percentile")
+        if conv.get("metrics_vs_T"):
+            sweeps[name] = {int(t): v for t, v in conv["metrics_vs_T"].items()}
         rows.append(row)
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -183,21 +186,19 @@ def variants_table(
     lines += ["", "Overrides of each variant:", ""] + [f"- {r['variant']}: `{r['overrides']}`" for r in rows]
     if _plot(rows, nets, metrics[0], title, out / "plot.png"):
         lines += ["", "![plot](plot.png)"]
-    lines += _vs_t_section(variants, out, metrics, fold, rows)
+    lines += _vs_t_section(sweeps, out, metrics, rows)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     return rows
 
 
 def _vs_t_section(
-    variants: Mapping[str, Any], out: Path, metrics: Sequence[str], fold: int, rows: list[dict[str, Any]]
+    sweeps: Mapping[str, Mapping[int, Mapping[str, float]]], out: Path, metrics: Sequence[str],
+    rows: list[dict[str, Any]],
 ) -> list[str]:
-    """Markdown lines of every metric vs T of the converted SNNs (``metrics_vs_T`` of their conversion) and a plot
-    of the first metric; no lines when no variant swept T."""
+    """Markdown lines of every metric vs T of the converted SNNs (``sweeps``: variant -> ``metrics_vs_T`` of its
+    conversion) and a plot of the first metric; no lines when no variant swept T."""
     from monai_snn.apps.summary import vs_t_plot
 
-    sweeps = {name: _read(out / _slug(name) / f"fold{int(fold)}" / "convert" / "metrics.json").get("metrics_vs_T")
-              for name in variants}  # fmt: skip
-    sweeps = {name: {int(t): v for t, v in sweep.items()} for name, sweep in sweeps.items() if sweep}
     steps = sorted({t for sweep in sweeps.values() for t in sweep})
     if len(steps) < 2:  # no sweep (steps_sweep=[]): the one T is in the table above
         return []
@@ -254,7 +255,8 @@ def _plot(rows: list[dict[str, Any]], nets: list[str], metric: str, title: str, 
         ax2.set_ylabel("energy SNN / ANN (converted)")
         ax2.set_ylim(bottom=0)
         handles, labels = handles + line, labels + ["energy (right)"]
-    ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(labels), frameon=False)
+    ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(labels),
+              frameon=False)
     fig.tight_layout()
     fig.savefig(str(path))
     plt.close(fig)
