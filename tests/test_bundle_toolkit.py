@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from monai_snn.bundle import (
     calibration_batch,
     evaluate_models,
     load_scripts,
+    portable_path,
+    resolve_path,
     run_conversion,
     run_evaluator,
     select_percentile,
@@ -102,7 +105,8 @@ def test_select_percentile_picks_the_best_validation_value(monkeypatch):
         select_percentile(_ann(), None, snn_settings(), (101.0,), None, None)
 
 
-def test_conversion_and_evaluate_stages(tmp_path):
+def test_conversion_and_evaluate_stages(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # result files store paths relative to the working folder (the repository root)
     ann, data = _ann(), _data()
     ckpt = tmp_path / "ann.pt"
     torch.save({"network": ann.state_dict()}, ckpt)
@@ -123,8 +127,21 @@ def test_conversion_and_evaluate_stages(tmp_path):
     assert ev["converted"]["dice"] == pytest.approx(m["converted"]["dice"]) and ev["converted"]["num_steps"] == 2
     assert ev["converted"]["at_T"]["1"]["dice"] == pytest.approx(m["metrics_vs_T"]["1"]["dice"])
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["info"]["cpu_count"] >= 1
+    assert m["ann_checkpoint"] == "ann.pt" and ev["converted"]["weights"] == "convert/snn_converted.pt"
     with pytest.raises(ValueError, match="models is empty"):
         evaluate_models(_factory(), _loader(data), {}, ann, tmp_path)
+
+
+def test_portable_paths(tmp_path, monkeypatch):
+    data, work = tmp_path / "data", tmp_path / "repo"
+    work.mkdir()
+    monkeypatch.setenv("MONAI_SNN_DATA", str(data))
+    monkeypatch.chdir(work)
+    assert portable_path(data / "DRIVE") == "$MONAI_SNN_DATA/DRIVE"
+    assert portable_path(work / "runs" / "a.pt") == portable_path("runs/a.pt") == "runs/a.pt"
+    assert portable_path(tmp_path / "elsewhere.pt") == str((tmp_path / "elsewhere.pt").resolve())
+    assert resolve_path(portable_path(data / "DRIVE")) == data / "DRIVE"
+    assert resolve_path("runs/a.pt") == Path("runs/a.pt")
 
 
 def test_load_scripts_unique_names_and_errors(tmp_path):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from monai_snn.apps.summary import fold_settings
-from monai_snn.bundle.results import write_json
+from monai_snn.bundle.results import resolve_path, write_json
 
 __all__ = ["network_args", "eval_metrics", "ship_models", "main"]
 
@@ -133,7 +133,7 @@ def ship_models(
     ckpt = fold_dir / "train_ann" / "ckpt" / "best_model.pt"
     if not ckpt.is_file():  # a run of apps.variants converts a given ANN file: the one its conversion recorded
         recorded = _read_json(fold_dir / "convert" / "metrics.json").get("ann_checkpoint")
-        ckpt = Path(recorded) if recorded and not (fold_dir / "train_ann").exists() else ckpt
+        ckpt = resolve_path(recorded) if recorded and not (fold_dir / "train_ann").exists() else ckpt
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: run train_ann for fold {fold} first.")
     state = torch.load(str(ckpt), map_location="cpu", weights_only=True)

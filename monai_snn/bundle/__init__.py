@@ -5,7 +5,8 @@
 * evaluation through the bundle's evaluator factory: :func:`run_evaluator`, the evaluate stage
   :func:`evaluate_models`;
 * the conversion stage: :func:`calibration_batch`, :func:`select_percentile`, :func:`run_conversion`;
-* result files: :func:`write_json`, :func:`machine_info`, :func:`export_snn`.
+* result files: :func:`write_json`, :func:`machine_info`, :func:`export_snn`, :func:`portable_path` /
+  :func:`resolve_path`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from monai_snn.bundle.conversion import calibration_batch, run_conversion, selec
 from monai_snn.bundle.evaluation import evaluate_models, metric_vs_steps_figure, run_evaluator
 from monai_snn.bundle.inputs import default_data_dir, input_items, load_scripts
 from monai_snn.bundle.models import load_model, model_kind
-from monai_snn.bundle.results import as_number, export_snn, machine_info, write_json
+from monai_snn.bundle.results import as_number, export_snn, machine_info, portable_path, resolve_path, write_json
 
 __all__ = [
     "as_number",
@@ -28,6 +29,8 @@ __all__ = [
     "machine_info",
     "metric_vs_steps_figure",
     "model_kind",
+    "portable_path",
+    "resolve_path",
     "run_conversion",
     "run_evaluator",
     "select_percentile",

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from monai_snn.bundle.evaluation import metric_vs_steps_figure, run_evaluator
-from monai_snn.bundle.results import write_json
+from monai_snn.bundle.results import portable_path, write_json
 
 __all__ = ["calibration_batch", "select_percentile", "run_conversion"]
 
@@ -210,7 +210,7 @@ def run_conversion(
             "metrics_vs_T": {str(t): {k: v for k, v in m.items() if isinstance(v, (int, float))}
                              for t, m in sorted(sweep.items())},  # fmt: skip
             "settings": settings,
-            "ann_checkpoint": str(ann_checkpoint),
+            "ann_checkpoint": portable_path(ann_checkpoint),
         }
         if search is not None:
             metrics["percentile_search"] = search

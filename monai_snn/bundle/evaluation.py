@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from monai_snn.bundle.results import as_number, machine_info, write_json
+from monai_snn.bundle.results import as_number, machine_info, portable_path, write_json
 
 __all__ = ["run_evaluator", "evaluate_models", "metric_vs_steps_figure"]
 
@@ -152,14 +152,16 @@ def evaluate_models(
         output_dir: where ``metrics.json`` and the TensorBoard run go.
         num_steps: name -> ``T`` (``None`` or absent: the stored one).
         extra_steps: name -> more ``T`` to evaluate that model at.
-        info: more facts for ``metrics["info"]`` (the machine is always added).
+        info: more facts for ``metrics["info"]`` (the machine is always added; values of ``*_dir`` keys are stored
+            as :func:`~monai_snn.bundle.results.portable_path`).
         metrics_file: another path for ``metrics.json`` (a copy still goes to ``output_dir``).
         log: write a TensorBoard run to ``output_dir``.
         summary_writer: the TensorBoard writer to log to (e.g. the stage's
             :func:`monai_snn.handlers.stage_writer`, left open); ``None``: a new one on ``output_dir``, closed here.
 
     Returns:
-        ``{name: {metric: value, "num_steps": T, "weights": path, ...} | None, ..., "info": {...}}``.
+        ``{name: {metric: value, "num_steps": T, "weights": path, ...} | None, ..., "info": {...}}``, paths as
+        :func:`~monai_snn.bundle.results.portable_path` stores them.
 
     Raises:
         ValueError: ``models`` is empty.
@@ -186,7 +188,7 @@ def evaluate_models(
         net = load_model(name, models, network_def)
         if not _is_spiking(net):
             results[name] = {**run_evaluator(make_evaluator, net, data_loader, desc=name), "num_steps": None,
-                             "weights": str(weights)}  # fmt: skip
+                             "weights": portable_path(weights)}  # fmt: skip
             continue
         T = int(num_steps.get(name) or net.num_steps)
         energy = EnergyHandler(net, metric_prefix="energy_")
@@ -194,7 +196,7 @@ def evaluate_models(
         m = run_evaluator(make_evaluator, net, data_loader, num_steps=T, desc=f"{name} T={T}",
                           handlers=[energy, rates])  # fmt: skip
         m["energy_snn_over_ann"] = m.get("energy_ratio")
-        m.update(num_steps=T, weights=str(weights), firing_rates=dict(rates.rates))
+        m.update(num_steps=T, weights=portable_path(weights), firing_rates=dict(rates.rates))
         at_t = {}
         for t in sorted({int(s) for s in extra_steps.get(name, ())} - {T}):
             e = EnergyHandler(net, metric_prefix="energy_")
@@ -204,7 +206,9 @@ def evaluate_models(
         if at_t:
             m["at_T"] = at_t
         results[name] = m
-    results["info"] = {**dict(info or {}), **machine_info()}
+    info = {k: portable_path(v) if k.endswith("_dir") and isinstance(v, (str, os.PathLike)) else v
+            for k, v in dict(info or {}).items()}  # fmt: skip
+    results["info"] = {**info, **machine_info()}
     target = Path(metrics_file) if metrics_file else out / "metrics.json"
     write_json(target, results)
     if target.resolve() != (out / "metrics.json").resolve():

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["write_json", "machine_info", "export_snn", "as_number"]
+__all__ = ["write_json", "machine_info", "export_snn", "as_number", "portable_path", "resolve_path"]
 
 
 def write_json(path: str | os.PathLike, data: Any) -> str:
@@ -28,6 +28,44 @@ def write_json(path: str | os.PathLike, data: Any) -> str:
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
     return str(path)
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """A path as result files store it: ``$MONAI_SNN_DATA/...`` under the data folder, else relative to the working
+    folder (the repository root when run as documented), else absolute.
+
+    Result JSONs (``metrics.json``) are kept in the repository as documentation: paths of this machine in them would
+    mean nothing elsewhere. :func:`resolve_path` turns the stored form back into a usable path.
+
+    Example::
+
+        portable_path(Path.cwd() / "runs/em/fold0/convert/snn_converted.pt")  # -> "runs/em/fold0/convert/..."
+    """
+    from monai_snn.bundle.inputs import default_data_dir
+
+    p = Path(path).expanduser().resolve()
+    for base, prefix in ((default_data_dir().resolve(), "$MONAI_SNN_DATA"), (Path.cwd().resolve(), None)):
+        try:
+            rel = p.relative_to(base).as_posix()
+        except ValueError:
+            continue
+        return f"{prefix}/{rel}" if prefix else rel
+    return str(p)
+
+
+def resolve_path(stored: str | os.PathLike) -> Path:
+    """The usable path of a :func:`portable_path` (``$MONAI_SNN_DATA`` expanded, default ``../shared/data``).
+
+    Example::
+
+        resolve_path("$MONAI_SNN_DATA/DRIVE")  # -> ../shared/data/DRIVE unless MONAI_SNN_DATA is set
+    """
+    from monai_snn.bundle.inputs import default_data_dir
+
+    text = str(stored)
+    if text.startswith("$MONAI_SNN_DATA"):
+        return Path(str(default_data_dir()) + text[len("$MONAI_SNN_DATA"):])
+    return Path(os.path.expandvars(text))
 
 
 def machine_info() -> dict[str, Any]:
