@@ -1,0 +1,180 @@
+"""Smoke tests of the ``bundles/denoise_snn`` MONAI bundle on real images, through the real CLI.
+
+Tiny settings: a data root of symlinks with 6 Train400 images (2 held out for validation) and 2 BSD68 images,
+channels (4, 8, 16, 32), 2 patches of 32 x 32 per image, 1 epoch, T = 2. Without the data the tests skip, under CI
+they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.bundle_cli import run_bundle, run_ddp, stage_environment
+from tests.conftest import DATA, REPO, require_data
+
+BUNDLE = REPO / "bundles" / "denoise_snn"
+SETS = {"Train400": 6, "BSD68": 2, "CBSD_train": 4, "CBSD68": 2}
+TINY = {
+    "channels": "[4,8,16,32]",
+    "num_val": 2,
+    "max_epochs": 1,
+    "val_interval": 1,
+    "patches_per_image": 2,
+    "patch_size": "[32,32]",
+    "convert_steps": 2,
+    "finetune_steps": 2,
+    "steps_sweep": "[1,2]",
+    "num_calibration": 4,
+    "percentile_candidates": "[99.9]",
+    "eval_extra_steps": "{'finetuned': [1]}",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """A data root with the first images of each denoising set (symlinks to the real files)."""
+    root = tmp_path_factory.mktemp("denoise_data")
+    for name, n in SETS.items():
+        src = require_data(DATA / name)
+        (root / name).mkdir()
+        for f in sorted(src.iterdir())[:n]:
+            os.symlink(f, root / name / f.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_root, tmp_path_factory) -> Path:
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    out = tmp_path_factory.mktemp("denoise_run")
+    with stage_environment():
+        status = run_cross_validation(BUNDLE, out, folds=[0], overrides=dict(TINY, data_root=str(tiny_root)),
+                                      quiet=True)  # fmt: skip
+    assert set(status.values()) == {"done"}
+    return out / "fold0"
+
+
+def test_stages_write_models_and_metrics(pipeline):
+    conv = json.loads((pipeline / "convert" / "metrics.json").read_text())
+    assert set(conv["metrics_vs_T"]) == {"1", "2"} and conv["converted"]["num_steps"] == 2
+    for net in ("ann", "converted"):
+        assert 5.0 < conv[net]["psnr"] < 60.0 and 0.0 < conv[net]["ssim"] <= 1.0
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    assert ev["info"]["models_from"] == "run" and ev["info"]["num_images"] == 2 and ev["info"]["sigmas"] == [15, 25, 50]
+    fine = ev["finetuned"]
+    assert fine["num_steps"] == 2 and fine["key_metric"] == "psnr" and fine["energy_snn_over_ann"] > 0
+    assert fine["psnr"] == fine["psnr_25"] and fine["psnr_15"] > fine["psnr_50"]
+    assert set(fine["at_T"]) == {"1"} and (pipeline / "evaluate" / "sigma50" / "metrics.json").is_file()
+    assert ev["ann"]["psnr_25"] == pytest.approx(conv["ann"]["psnr"], abs=1e-4)  # the same fixed-seed noise
+    fine_s = json.loads((pipeline / "finetune" / "snn_finetuned.json").read_text())
+    assert fine_s["num_steps"] == 2 and fine_s["channels"] == [4, 8, 16, 32]
+
+
+def _models(pipeline: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for src, name in ((pipeline / "train_ann" / "ckpt" / "best_model.pt", "ann.pt"),
+                      (pipeline / "convert" / "snn_converted.pt", "converted.pt"),
+                      (pipeline / "convert" / "snn_converted.json", "converted.json"),
+                      (pipeline / "finetune" / "snn_finetuned.pt", "model.pt"),
+                      (pipeline / "finetune" / "snn_finetuned.json", "model.json")):  # fmt: skip
+        os.symlink(src, dst / name)
+    return dst
+
+
+def test_inference_contract_png_and_npy(pipeline, tiny_root, tmp_path):
+    models = _models(pipeline, tmp_path / "models")
+    src = tmp_path / "in"
+    src.mkdir()
+    clean = np.asarray(Image.open(sorted((tiny_root / "BSD68").iterdir())[0]), dtype=np.float32)
+    noisy = clean + np.random.default_rng(0).normal(0, 25, clean.shape).astype(np.float32)  # not clipped
+    np.save(src / "a.npy", noisy)
+    Image.fromarray(np.clip(noisy, 0, 255).round().astype(np.uint8)).save(src / "b.png")
+    for network in ("finetuned", "ann"):
+        out = tmp_path / f"out_{network}"
+        proc = run_bundle(BUNDLE, ["common", "inference"], input_dir=src, output_dir=out, models_dir=models,
+                          network=network, channels=TINY["channels"])  # fmt: skip
+        assert "inference: [2/2] 100%" in proc.stderr
+        for stem in ("a", "b"):
+            arr, png = np.load(out / f"{stem}.npy"), np.asarray(Image.open(out / f"{stem}.png"))
+            assert arr.shape == png.shape == clean.shape and arr.dtype == np.float32 and png.dtype == np.uint8
+            assert 0.0 <= arr.min() and arr.max() <= 255.0 and np.abs(np.rint(arr) - png).max() <= 1
+
+
+def test_colour_inference_and_the_colour_profile(tmp_path, tiny_root):
+    from monai_snn.networks import ConvertibleUNet
+
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save(ConvertibleUNet(2, 3, 3, channels=(4, 8, 16, 32)).state_dict(), models / "ann.pt")
+    src = sorted((tiny_root / "CBSD68").iterdir())[0]
+    proc = run_bundle(BUNDLE, ["common", "inference"], input_dir=src, output_dir=tmp_path / "out", models_dir=models,
+                      network="ann", color="true", channels=TINY["channels"])  # fmt: skip
+    assert proc.returncode == 0
+    assert np.load(tmp_path / "out" / f"{src.stem}.npy").shape == np.asarray(Image.open(src)).shape
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / f) for f in ("common.json", "evaluate.json")])
+    parser["color"], parser["bundle_root"] = True, str(BUNDLE)
+    assert parser.get_parsed_content("finetune_steps") == 20 and parser.get_parsed_content("test_set") == "CBSD68"
+    assert parser.get_parsed_content("models_dir").endswith(os.path.join("models", "color"))
+
+
+@pytest.mark.parametrize("case", ["grey_to_colour", "colour_to_grey", "nan", "unreadable", "empty"])
+def test_inference_bad_input_names_the_file(tiny_root, tmp_path, case):
+    src = tmp_path / "in"
+    src.mkdir()
+    color = "false"
+    if case == "grey_to_colour":
+        os.symlink(sorted((tiny_root / "BSD68").iterdir())[0], src / "g.png")
+        color, expected = "true", ["g.png has 1 channel (grey) but the colour model expects 3 channels"]
+    elif case == "colour_to_grey":
+        os.symlink(sorted((tiny_root / "CBSD68").iterdir())[0], src / "c.png")
+        expected = ["c.png has 3 channels (colour) but the grey model expects 1 channel"]
+    elif case == "nan":
+        np.save(src / "n.npy", np.full((8, 8), np.nan, np.float32))
+        expected = ["n.npy holds 64 NaN or infinite values"]
+    elif case == "unreadable":
+        (src / "x.png").write_bytes(b"\x89PNG broken")
+        expected = ["x.png is not a readable image file"]
+    else:
+        expected = ["no .png / .npy file found in", str(src)]
+    proc = run_bundle(BUNDLE, ["common", "inference"], check=False, input_dir=src, output_dir=tmp_path / "out",
+                      network="ann", models_dir=tmp_path, color=color)  # fmt: skip
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_noise_level_outside_range_names_the_option(tiny_root, tmp_path):
+    proc = run_bundle(BUNDLE, ["common", "evaluate"], check=False, output_dir=tmp_path, data_root=tiny_root,
+                      test_sigmas="[15,300]", channels=TINY["channels"])  # fmt: skip
+    assert proc.returncode != 0 and "test_sigmas must be a noise level in [0, 255]" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_ddp_two_processes_gloo(tiny_root, tmp_path):
+    proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], 29541, output_dir=tmp_path,
+                   data_root=tiny_root, **TINY)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert (tmp_path / "fold0" / "train_ann" / "ckpt" / "best_model.pt").is_file()
+
+
+@pytest.mark.parametrize("stage", ["train_ann", "convert", "finetune", "evaluate", "inference"])
+def test_full_profile_merges_over_every_stage(stage):
+    """The GPU profile (not run here) parses over each stage: the reference code's 64-1024 U-Net."""
+    from monai.bundle import ConfigParser
+
+    cfg = BUNDLE / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(cfg / "common.json"), str(cfg / f"{stage}.json"), str(cfg / "full.json")])
+    parser["bundle_root"] = str(BUNDLE)
+    assert tuple(parser.get_parsed_content("network_def").channels) == (64, 128, 256, 512, 1024)
+    assert parser.get_parsed_content("inferer").divisor == 16 and parser.get_parsed_content("finetune_steps") == 10
