@@ -77,6 +77,16 @@ def test_stages_write_models_and_metrics(pipeline):
     assert fine_s["num_steps"] == 2 and fine_s["channels"] == [4, 8, 16, 32]
 
 
+def test_tables_script_next_to_the_paper(pipeline, tmp_path):
+    from monai_snn.bundle import load_scripts
+
+    text = load_scripts(BUNDLE).tables.main(["--grey", str(pipeline), "--output_dir", str(tmp_path)])
+    assert "| BSD68 | PSNR | 25 | 28.61 | 28.72 |" in text and "| 10 | - | - | - | - | - | 28.72 | 0.802 |" in text
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    assert "| 1 | " in text and f"{ev['finetuned']['at_T']['1']['psnr']:.2f}" in text
+    assert (tmp_path / "psnr_vs_T_BSD68.png").stat().st_size > 1000 and (tmp_path / "tables.md").read_text() == text
+
+
 def _models(pipeline: Path, dst: Path) -> Path:
     dst.mkdir()
     for src, name in ((pipeline / "train_ann" / "ckpt" / "best_model.pt", "ann.pt"),
