@@ -186,3 +186,20 @@ def test_variants_file_errors(tmp_path):
         run_variants("bundles/drive_snn", tmp_path, {"a": {}}, tmp_path / "out", ann=tmp_path / "x.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run_variants("bundles/drive_snn", None, {"a": {}}, tmp_path / "out", ann=tmp_path / "x.pt")
+
+
+def test_every_shipped_variants_file_names_existing_options():
+    """The ablation files of every bundle load and only override options its stage configs define."""
+    from monai_snn.apps.variants import load_variants
+    from tests.conftest import REPO
+
+    files = sorted(REPO.glob("bundles/*/configs/ablations/*.json"))
+    assert files
+    for f in files:
+        cfg = f.parents[1]
+        known: set[str] = set()
+        for stage in ("common", "convert", "finetune", "evaluate"):
+            known |= set(json.loads((cfg / f"{stage}.json").read_text()))
+        _, variants = load_variants(f)
+        for name, overrides in variants.items():
+            assert set(overrides) <= known, f"{f}: variant {name!r} sets unknown {set(overrides) - known}"
