@@ -170,6 +170,18 @@ def test_noise_level_outside_range_names_the_option(tiny_root, tmp_path):
     assert proc.returncode != 0 and "test_sigmas must be a noise level in [0, 255]" in proc.stderr, proc.stderr[-2000:]
 
 
+def test_train_ann_from_init_weights(pipeline, tiny_root, tmp_path):
+    """--init_weights starts training from a trained ANN (lr 0: the best model is exactly the given weights)."""
+    init = pipeline / "train_ann" / "ckpt" / "best_model.pt"
+    run_bundle(BUNDLE, ["common", "train_ann"], output_dir=tmp_path, data_root=tiny_root, init_weights=init,
+               learning_rate=0.0, **{k: v for k, v in TINY.items() if k in ("channels", "num_val", "max_epochs",
+               "val_interval", "patches_per_image", "patch_size")})  # fmt: skip
+    got = torch.load(tmp_path / "fold0" / "train_ann" / "ckpt" / "best_model.pt", weights_only=True)
+    want = torch.load(init, weights_only=True)
+    got, want = got.get("network", got), want.get("network", want)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+
 def test_ddp_two_processes_gloo(tiny_root, tmp_path):
     proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], 29541, output_dir=tmp_path,
                    data_root=tiny_root, **TINY)  # fmt: skip
