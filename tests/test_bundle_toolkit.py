@@ -203,3 +203,21 @@ def test_every_shipped_variants_file_names_existing_options():
         _, variants = load_variants(f)
         for name, overrides in variants.items():
             assert set(overrides) <= known, f"{f}: variant {name!r} sets unknown {set(overrides) - known}"
+
+
+def test_keep_results_copies_result_jsons_only(tmp_path):
+    from monai_snn.apps.keep_results import keep_results
+
+    run = tmp_path / "run"
+    for rel in ("fold1/convert/metrics.json", "fold1/convert/snn_converted.json", "fold1/convert/done.json",
+                "fold1/evaluate/sigma25/metrics.json", "fold1/finetune/ckpt/best.json", "fold2/evaluate/started.json"):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text(json.dumps({"file": rel}))
+    (run / "fold1" / "convert" / "snn_converted.pt").write_bytes(b"weights")
+    written = keep_results(run, tmp_path / "kept", folds=[1])
+    got = sorted(str(p.relative_to(tmp_path / "kept")) for p in written)
+    assert got == ["fold1/convert/metrics.json", "fold1/convert/snn_converted.json",
+                   "fold1/evaluate/sigma25/metrics.json"]  # fmt: skip
+    assert json.loads((tmp_path / "kept" / got[0]).read_text()) == {"file": "fold1/convert/metrics.json"}
+    with pytest.raises(FileNotFoundError, match="no result files in .*fold2"):
+        keep_results(run, tmp_path / "kept")  # fold 2 has only a marker

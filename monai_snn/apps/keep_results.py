@@ -1,0 +1,86 @@
+# Copyright (c) monai_snn contributors
+# Licensed under the Apache License, Version 2.0
+"""Keep the result files of a run's folds (no weights) in a folder of the same layout, e.g. a bundle's docs.
+
+A run folder (``runs/...``) holds weights and TensorBoard events that do not belong in a repository, and it may not
+outlive the machine it ran on. Its JSON results do: this tool copies every ``*.json`` of ``fold{k}/<stage>/``
+(metrics, SNN settings, the evaluate stage's per-level files) except the runner's markers (``done.json``,
+``started.json``) and anything under ``ckpt/``, keeping the ``fold{k}/<stage>/...`` layout, so
+``python -m monai_snn.apps.summary --runs <kept folder>`` makes the same tables as on the run itself. The stages
+write portable paths (:func:`monai_snn.bundle.portable_path`), so the copies need no editing.
+
+Example::
+
+    python -m monai_snn.apps.keep_results --run_dir runs/em_cv --folds 1 2 \\
+        --output_dir bundles/em_snn/docs/results/cv
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["MARKERS", "result_files", "keep_results", "main"]
+
+MARKERS = ("done.json", "started.json")
+
+
+def result_files(fold_dir: str | Path) -> list[Path]:
+    """The result JSONs of one fold folder, relative to it (sorted)."""
+    root = Path(fold_dir)
+    return sorted(p.relative_to(root) for p in root.rglob("*.json")
+                  if p.is_file() and p.name not in MARKERS and "ckpt" not in p.relative_to(root).parts)  # fmt: skip
+
+
+def keep_results(run_dir: str | Path, output_dir: str | Path, folds: Sequence[int] | None = None) -> list[Path]:
+    """Copy the result JSONs of ``folds`` (default: every ``fold{k}`` of ``run_dir``) to ``output_dir``.
+
+    Args:
+        run_dir: the run folder (holding ``fold{k}/``).
+        output_dir: where ``fold{k}/<stage>/...json`` go (created; existing files of those folds are replaced).
+        folds: fold numbers.
+
+    Returns:
+        The written files.
+
+    Raises:
+        FileNotFoundError: a fold folder is missing or has no result file.
+
+    Example::
+
+        keep_results("runs/em_cv", "bundles/em_snn/docs/results/cv", folds=[1])
+    """
+    run, out = Path(run_dir), Path(output_dir)
+    if folds is None:
+        folds = sorted(int(m.group(1)) for p in run.glob("fold*") if (m := re.fullmatch(r"fold(\d+)", p.name)))
+    written: list[Path] = []
+    for k in folds:
+        fold = run / f"fold{int(k)}"
+        files = result_files(fold) if fold.is_dir() else []
+        if not files:
+            raise FileNotFoundError(f"no result files in {fold}: run the fold's stages first.")
+        for rel in files:
+            dst = out / f"fold{int(k)}" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fold / rel, dst)
+            written.append(dst)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run_dir", required=True, type=Path)
+    p.add_argument("--output_dir", required=True, type=Path)
+    p.add_argument("--folds", type=int, nargs="+")
+    args = p.parse_args(argv)
+    written = keep_results(args.run_dir, args.output_dir, args.folds)
+    for f in written:
+        print(f)
+    return written
+
+
+if __name__ == "__main__":
+    main()
