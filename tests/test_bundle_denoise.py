@@ -87,6 +87,28 @@ def test_tables_script_next_to_the_paper(pipeline, tmp_path):
     assert (tmp_path / "psnr_vs_T_BSD68.png").stat().st_size > 1000 and (tmp_path / "tables.md").read_text() == text
 
 
+def test_ship_models_per_variant_and_ann_only(pipeline, tmp_path):
+    import shutil
+
+    from monai_snn.apps.ship_models import ship_models
+
+    bundle = tmp_path / "bundle"
+    for sub in ("configs", "scripts"):
+        shutil.copytree(BUNDLE / sub, bundle / sub)
+    run = pipeline.parent
+    grey = ship_models(run, 0, bundle, label="grey_psnr", models_dir=bundle / "models" / "grey", keep_other_metrics=True)
+    color = ship_models(run, 0, bundle, label="color_psnr", models_dir=bundle / "models" / "color",
+                        keep_other_metrics=True)  # fmt: skip
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"]
+    assert meta == {**grey, **color} and "grey_psnr_finetuned_T2_fold0" in meta and "color_psnr_ann_fold0" in meta
+    for variant in ("grey", "color"):
+        names = sorted(p.name for p in (bundle / "models" / variant).iterdir())
+        assert names == ["ann.json", "ann.pt", "converted.json", "converted.pt", "model.json", "model.pt"]
+    assert ship_models(run, 0, bundle, models_dir=tmp_path / "only", ann_only=True) == {}
+    assert sorted(p.name for p in (tmp_path / "only").iterdir()) == ["ann.json", "ann.pt"]
+    assert json.loads((tmp_path / "only" / "ann.json").read_text())["args"]["channels"] == [4, 8, 16, 32]
+
+
 def _models(pipeline: Path, dst: Path) -> Path:
     dst.mkdir()
     for src, name in ((pipeline / "train_ann" / "ckpt" / "best_model.pt", "ann.pt"),

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from monai_snn.apps.summary import fold_settings
-from monai_snn.bundle.results import resolve_path, write_json
+from monai_snn.bundle.results import portable_path, resolve_path, write_json
 
 __all__ = ["network_args", "eval_metrics", "ship_models", "main"]
 
@@ -61,7 +61,8 @@ def network_args(
     parser.read_config([str(f) for f in (cfg / "common.json", cfg / "train_ann.json") if f.is_file()])
     if "network_def" not in parser:
         raise KeyError(f"{cfg} defines no network_def: cannot tell the shipped ANN's architecture.")
-    updates = {k: v for k, v in settings.items() if k in parser and k != "network_def"}
+    updates: dict[str, Any] = {"bundle_root": str(Path(bundle_root).resolve())} if "bundle_root" in parser else {}
+    updates.update({k: v for k, v in settings.items() if k in parser and k != "network_def"})
     updates.update({k: _literal(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()})
     if updates:
         parser.update(updates)
@@ -104,9 +105,19 @@ def eval_metrics(evaluation: dict[str, Any], fold: int, metric: str | None = Non
 
 
 def ship_models(
-    run_dir: str | Path, fold: int, bundle_root: str | Path, metric: str | None = None, label: str | None = None
+    run_dir: str | Path,
+    fold: int,
+    bundle_root: str | Path,
+    metric: str | None = None,
+    label: str | None = None,
+    models_dir: str | Path | None = None,
+    ann_only: bool = False,
+    keep_other_metrics: bool = False,
 ) -> dict[str, float]:
     """Copy fold ``fold`` of ``run_dir`` into ``bundle_root/models`` and update the metadata's ``eval_metrics``.
+
+    ``eval_metrics`` is replaced; with ``keep_other_metrics`` only its entries named ``<label>_...`` are (a bundle
+    with several shipped model sets, e.g. grey and colour denoisers, ships each with its own label).
 
     Args:
         run_dir: cross-validation output folder (``fold{k}/train_ann|convert|finetune|evaluate``), or a variant
@@ -116,6 +127,10 @@ def ship_models(
         bundle_root: the bundle folder (``configs/`` and ``models/``).
         metric: the metric of ``eval_metrics`` (default: the evaluation's key metric).
         label: its name prefix in ``eval_metrics`` (default: ``metric``).
+        models_dir: where the models go (default ``bundle_root/models``), e.g. ``models/grey``.
+        ann_only: ship only the trained ANN (``ann.pt`` + ``ann.json``; no SNNs, metadata unchanged), e.g. to convert
+            it later with ``apps.variants --ann`` when the training ran in an earlier session.
+        keep_other_metrics: keep the ``eval_metrics`` entries of other labels (see above).
 
     Returns:
         the new ``eval_metrics``.
@@ -128,10 +143,10 @@ def ship_models(
 
     run, root = Path(run_dir), Path(bundle_root)
     fold_dir = run / f"fold{int(fold)}"
-    evaluation = _read_json(fold_dir / "evaluate" / "metrics.json")
-    converted = _read_json(fold_dir / "convert" / "snn_converted.json")
+    evaluation = {} if ann_only else _read_json(fold_dir / "evaluate" / "metrics.json")
+    converted = {} if ann_only else _read_json(fold_dir / "convert" / "snn_converted.json")
     ckpt = fold_dir / "train_ann" / "ckpt" / "best_model.pt"
-    if not ckpt.is_file():  # a run of apps.variants converts a given ANN file: the one its conversion recorded
+    if not ckpt.is_file() and not ann_only:  # a run of apps.variants converts a given ANN file: the one it recorded
         recorded = _read_json(fold_dir / "convert" / "metrics.json").get("ann_checkpoint")
         ckpt = resolve_path(recorded) if recorded and not (fold_dir / "train_ann").exists() else ckpt
     if not ckpt.is_file():
@@ -146,23 +161,30 @@ def ship_models(
     except RuntimeError as e:
         raise RuntimeError(f"the ANN weights of {ckpt} do not fit {target}({args}) read from {root / 'configs'}: {e}")
 
-    metrics = eval_metrics(evaluation, int(fold), metric, label)
-    models = root / "models"
+    models = Path(models_dir) if models_dir is not None else root / "models"
     models.mkdir(parents=True, exist_ok=True)
     if ckpt.resolve() != (models / "ann.pt").resolve():  # the shipped ANN itself keeps its file and its source
         torch.save(state, str(models / "ann.pt"))
-        write_json(models / "ann.json", {"network": target, "args": args, "source": str(ckpt)})
+        write_json(models / "ann.json", {"network": target, "args": args, "source": portable_path(ckpt)})
+    if ann_only:
+        return {}
+    metrics = eval_metrics(evaluation, int(fold), metric, label)
     for stage, name, target_name in (("convert", "snn_converted", "converted"), ("finetune", "snn_finetuned", "model")):
         src = fold_dir / stage / f"{name}.pt"
         if not src.is_file():
             raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
         shutil.copyfile(src, models / f"{target_name}.pt")
         settings = fold_settings(fold_dir) if stage == "finetune" else converted
-        write_json(models / f"{target_name}.json", dict(settings, source=f"{src} (fold {fold})"))
+        write_json(models / f"{target_name}.json", dict(settings, source=f"{portable_path(src)} (fold {fold})"))
 
     meta_path = root / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
-    meta["eval_metrics"] = metrics
+    kept: dict[str, float] = {}
+    if keep_other_metrics:
+        keys = (v.get("key_metric") for v in evaluation.values() if isinstance(v, dict))
+        used = label or metric or next(k for k in keys if k)  # the prefix eval_metrics used
+        kept = {k: v for k, v in meta.get("eval_metrics", {}).items() if not k.startswith(f"{used}_")}
+    meta["eval_metrics"] = {**kept, **metrics}
     meta_path.write_text(json.dumps(meta, indent=4) + "\n")
     return metrics
 
@@ -174,8 +196,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--metric", default=None, help="metric of eval_metrics (default: the evaluation's key metric)")
     p.add_argument("--label", default=None, help="name prefix of the eval_metrics entries (default: the metric)")
+    p.add_argument("--models_dir", default=None, help="where the models go (default: <bundle_root>/models)")
+    p.add_argument("--ann_only", action="store_true", help="ship only the trained ANN (no SNNs, no metadata)")
+    p.add_argument("--keep_other_metrics", action="store_true",
+                   help="replace only the eval_metrics entries of --label (several shipped model sets)")
     args = p.parse_args(argv)
-    print(json.dumps(ship_models(args.run_dir, args.fold, args.bundle_root, args.metric, args.label), indent=1))
+    print(json.dumps(ship_models(args.run_dir, args.fold, args.bundle_root, args.metric, args.label,
+                                 args.models_dir, args.ann_only, args.keep_other_metrics), indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":
