@@ -72,6 +72,7 @@ def test_stages_write_models_and_metrics(pipeline):
     assert fine["num_steps"] == 2 and fine["key_metric"] == "psnr" and fine["energy_snn_over_ann"] > 0
     assert fine["psnr"] == fine["psnr_25"] and fine["psnr_15"] > fine["psnr_50"]
     assert set(fine["at_T"]) == {"1"} and (pipeline / "evaluate" / "sigma50" / "metrics.json").is_file()
+    assert (pipeline / "evaluate" / "examples.png").stat().st_size > 10_000  # noisy | ann | converted | ... | clean
     assert ev["ann"]["psnr_25"] == pytest.approx(conv["ann"]["psnr"], abs=1e-4)  # the same fixed-seed noise
     fine_s = json.loads((pipeline / "finetune" / "snn_finetuned.json").read_text())
     assert fine_s["num_steps"] == 2 and fine_s["channels"] == [4, 8, 16, 32]

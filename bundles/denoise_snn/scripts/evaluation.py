@@ -22,7 +22,7 @@ from monai_snn.bundle import evaluate_models, write_json
 
 from .denoise import check_sigma, eval_transforms
 
-__all__ = ["sigma_tag", "evaluate_sigmas"]
+__all__ = ["sigma_tag", "evaluate_sigmas", "example_panel"]
 
 
 def sigma_tag(sigma: float) -> str:
@@ -48,8 +48,10 @@ def evaluate_sigmas(
     extra_steps: Mapping[str, Sequence[int]] | None = None,
     info: Mapping[str, Any] | None = None,
     num_workers: int = 0,
+    inferer: Any = None,
 ) -> dict[str, Any]:
-    """The evaluate stage at several noise levels (see the module docstring); writes ``<output_dir>/metrics.json``.
+    """The evaluate stage at several noise levels (see the module docstring); writes ``<output_dir>/metrics.json``
+    and, given the ``inferer``, ``examples.png`` (:func:`example_panel` on the first test image at ``key_sigma``).
 
     Args:
         make_evaluator: the bundle's evaluator factory.
@@ -65,6 +67,7 @@ def evaluate_sigmas(
         extra_steps: name -> more ``T`` evaluated at ``key_sigma`` only (``at_T``).
         info: more facts for ``metrics["info"]``.
         num_workers: data loader workers.
+        inferer: the bundle's inferer (``ResidualInferer``), for the example panel; ``None``: no panel.
 
     Returns:
         ``{name: {"psnr": .., "ssim": .., "psnr_15": .., ..., "num_steps": T, ...} | None, "info": {...}}``.
@@ -106,4 +109,62 @@ def evaluate_sigmas(
     merged["info"] = {**per_sigma[key]["info"], "sigmas": levels, "key_sigma": key}
     merged["info"].pop("sigma", None)
     write_json(out / "metrics.json", merged)
+    if inferer is not None and test_items:
+        example_panel(test_items[0], color, key, seed, models, network_def, inferer, out / "examples.png")
     return merged
+
+
+def example_panel(
+    item: Mapping[str, Any],
+    color: bool,
+    sigma: float,
+    seed: int,
+    models: Mapping[str, str | os.PathLike],
+    network_def: torch.nn.Module,
+    inferer: Any,
+    path: str | os.PathLike,
+    crop: int = 160,
+) -> Path:
+    """One image, noisy | each model's output | clean, as a PNG grid (a central ``crop`` x ``crop`` and the whole
+    image), with each output's PSNR in its title. Models whose weights are missing are left out.
+
+    Example::
+
+        example_panel(bsd68_items[0], False, 25, 0, {"ann": "models/grey/ann.pt"}, unet, ResidualInferer(8), "ex.png")
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from monai_snn.bundle import load_model
+
+    d = eval_transforms(color, sigma, seed)(dict(item))
+    noisy, clean = d["image"].as_tensor()[None], d["label"].as_tensor()[None]
+    panels = [("noisy", noisy)]
+    with torch.no_grad():
+        for name, weights in models.items():
+            if weights and os.path.isfile(weights):
+                panels.append((name, inferer(noisy, load_model(name, models, network_def)).clamp(0, 1)))
+    panels.append(("clean", clean))
+
+    def show(x: torch.Tensor):
+        img = x[0].permute(1, 2, 0).numpy() if color else x[0, 0].numpy()
+        return img.clip(0, 1)
+
+    h, w = clean.shape[-2:]
+    top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+    fig, axes = plt.subplots(2, len(panels), figsize=(2.6 * len(panels), 5.6), dpi=90, squeeze=False)
+    for j, (name, x) in enumerate(panels):
+        mse = float(((x.clamp(0, 1) - clean) ** 2).mean())
+        title = name if name == "clean" else f"{name}\n{10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))):.2f} dB"
+        for i, img in enumerate((show(x)[top:top + crop, left:left + crop], show(x))):
+            axes[i, j].imshow(img, cmap=None if color else "gray", vmin=0, vmax=1)
+            axes[i, j].set_axis_off()
+        axes[0, j].set_title(title, fontsize=9)
+    fig.suptitle(f"{item.get('name', '')}, sigma {sigma:g}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
