@@ -15,7 +15,15 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-__all__ = ["source_of", "item_source", "channels_text", "CheckChannelsd", "BinarizeLabel", "BinarizeLabeld"]
+__all__ = [
+    "source_of",
+    "item_source",
+    "channels_text",
+    "channel_kind",
+    "CheckChannelsd",
+    "BinarizeLabel",
+    "BinarizeLabeld",
+]
 
 _ITEM_KEYS = ("name", "slice", "subject")
 
@@ -52,6 +60,11 @@ def channels_text(n: int) -> str:
 _KINDS = {1: "grey", 3: "colour", 4: "colour with alpha"}
 
 
+def channel_kind(n: int, default: str = "unsupported") -> str:
+    """What an image with ``n`` channels is (``"grey"``, ``"colour"``, ``"colour with alpha"``), else ``default``."""
+    return _KINDS.get(int(n), default)
+
+
 class CheckChannelsd(MapTransform):
     """Check the channel count of channel-first images (e.g. 1 for labels and masks: a colour label is an error).
 
@@ -78,8 +91,8 @@ class CheckChannelsd(MapTransform):
             if got != self.num_channels:
                 raise ValueError(
                     f"{item_source(d, key)}: expected {channels_text(self.num_channels)} "
-                    f"({_KINDS.get(self.num_channels, key)}), got {channels_text(got)} "
-                    f"({_KINDS.get(got, f'shape {tuple(d[key].shape)}')})."
+                    f"({channel_kind(self.num_channels, str(key))}), got {channels_text(got)} "
+                    f"({channel_kind(got, f'shape {tuple(d[key].shape)}')})."
                 )
         return d
 

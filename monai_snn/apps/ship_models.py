@@ -72,6 +72,15 @@ def network_args(
     return target, json.loads(json.dumps(args, default=list))  # plain JSON values (tuples -> lists)
 
 
+def _metric_label(evaluation: dict[str, Any], metric: str | None, label: str | None) -> tuple[str, str]:
+    """The metric (given, else the evaluation's key metric) and the name prefix (given, else the metric)."""
+    models = (v for k, v in evaluation.items() if isinstance(v, dict) and k != "info")
+    metric = metric or next((v["key_metric"] for v in models if v.get("key_metric")), None)
+    if not metric:
+        raise ValueError("the evaluation records no key metric: pass --metric (e.g. --metric dice_3d_mean).")
+    return metric, label or metric
+
+
 def eval_metrics(evaluation: dict[str, Any], fold: int, metric: str | None = None, label: str | None = None) -> dict:
     """``{"<label>_<model>[_T<t>]_fold<k>": value}`` of an evaluate stage's ``metrics.json`` (rounded to 4 digits).
 
@@ -86,10 +95,7 @@ def eval_metrics(evaluation: dict[str, Any], fold: int, metric: str | None = Non
         ValueError: no metric given and none recorded, or a model without it.
     """
     models = {k: v for k, v in evaluation.items() if isinstance(v, dict) and k != "info"}
-    metric = metric or next((v["key_metric"] for v in models.values() if v.get("key_metric")), None)
-    if not metric:
-        raise ValueError("the evaluation records no key metric: pass --metric (e.g. --metric dice_3d_mean).")
-    label = label or metric
+    metric, label = _metric_label(evaluation, metric, label)
     out: dict[str, float] = {}
     for name, m in models.items():
         if metric not in m:
@@ -181,9 +187,8 @@ def ship_models(
     meta = json.loads(meta_path.read_text())
     kept: dict[str, float] = {}
     if keep_other_metrics:
-        keys = (v.get("key_metric") for v in evaluation.values() if isinstance(v, dict))
-        used = label or metric or next(k for k in keys if k)  # the prefix eval_metrics used
-        kept = {k: v for k, v in meta.get("eval_metrics", {}).items() if not k.startswith(f"{used}_")}
+        prefix = _metric_label(evaluation, metric, label)[1] + "_"
+        kept = {k: v for k, v in meta.get("eval_metrics", {}).items() if not k.startswith(prefix)}
     meta["eval_metrics"] = {**kept, **metrics}
     meta_path.write_text(json.dumps(meta, indent=4) + "\n")
     return metrics

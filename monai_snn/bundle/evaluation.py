@@ -152,16 +152,16 @@ def evaluate_models(
         output_dir: where ``metrics.json`` and the TensorBoard run go.
         num_steps: name -> ``T`` (``None`` or absent: the stored one).
         extra_steps: name -> more ``T`` to evaluate that model at.
-        info: more facts for ``metrics["info"]`` (the machine is always added; values of ``*_dir`` keys are stored
-            as :func:`~monai_snn.bundle.results.portable_path`).
+        info: more facts for ``metrics["info"]`` (the machine is always added); give paths as
+            :func:`~monai_snn.bundle.results.portable_path` so that the file can be kept in a repository.
         metrics_file: another path for ``metrics.json`` (a copy still goes to ``output_dir``).
         log: write a TensorBoard run to ``output_dir``.
         summary_writer: the TensorBoard writer to log to (e.g. the stage's
             :func:`monai_snn.handlers.stage_writer`, left open); ``None``: a new one on ``output_dir``, closed here.
 
     Returns:
-        ``{name: {metric: value, "num_steps": T, "weights": path, ...} | None, ..., "info": {...}}``, paths as
-        :func:`~monai_snn.bundle.results.portable_path` stores them.
+        ``{name: {metric: value, "num_steps": T, "weights": path, ...} | None, ..., "info": {...}}``, the weights
+        paths as :func:`~monai_snn.bundle.results.portable_path` stores them.
 
     Raises:
         ValueError: ``models`` is empty.
@@ -206,9 +206,7 @@ def evaluate_models(
         if at_t:
             m["at_T"] = at_t
         results[name] = m
-    info = {k: portable_path(v) if k.endswith("_dir") and isinstance(v, (str, os.PathLike)) else v
-            for k, v in dict(info or {}).items()}  # fmt: skip
-    results["info"] = {**info, **machine_info()}
+    results["info"] = {**dict(info or {}), **machine_info()}
     target = Path(metrics_file) if metrics_file else out / "metrics.json"
     write_json(target, results)
     if target.resolve() != (out / "metrics.json").resolve():

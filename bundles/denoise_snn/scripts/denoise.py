@@ -54,7 +54,7 @@ from monai.transforms import (
 from monai.utils import str2bool
 from PIL import Image
 
-from monai_snn.transforms import CheckChannelsd, channels_text, item_source
+from monai_snn.transforms import CheckChannelsd, channel_kind, channels_text, item_source
 
 __all__ = [
     "IMAGE",
@@ -116,9 +116,6 @@ def num_channels(color: bool) -> int:
     """3 for the colour model, 1 for the grey one."""
     return 3 if color else 1
 
-
-def _kind(n: int) -> str:
-    return {1: "grey", 3: "colour"}.get(n, "unsupported")
 
 
 def check_sigma(sigma: Any, what: str = "sigma") -> float:
@@ -215,8 +212,9 @@ def check_input_image(path: str | Path, color: bool = False) -> None:
     got, want = _channels_of(arr), num_channels(color)
     if got != want:
         raise ValueError(
-            f"input image {path} has {channels_text(got)} ({_kind(got)}) but the {_kind(want)} model expects "
-            f"{channels_text(want)}: use --color {'false' if got == 1 else 'true'} for {_kind(got)} images."
+            f"input image {path} has {channels_text(got)} ({channel_kind(got)}) but the {channel_kind(want)} model "
+            f"expects {channels_text(want)}: use --color {'false' if got == 1 else 'true'} for {channel_kind(got)} "
+            "images."
         )
 
 
@@ -251,8 +249,8 @@ def denoise_datalist(folder: str | Path, color: bool = False, check: bool = True
         if check:
             got, want = _channels_of(read_image(p)), num_channels(color)
             if got != want:
-                raise ValueError(f"image {p} has {channels_text(got)} ({_kind(got)}); the {_kind(want)} data set "
-                                 f"{root.name} needs {channels_text(want)}.")  # fmt: skip
+                raise ValueError(f"image {p} has {channels_text(got)} ({channel_kind(got)}); the {channel_kind(want)} "
+                                 f"data set {root.name} needs {channels_text(want)}.")  # fmt: skip
         items.append({IMAGE: str(p), "name": p.stem})
     return items
 

@@ -137,6 +137,8 @@ def example_panel(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from monai.metrics import PSNRMetric
+
     from monai_snn.bundle import load_model
 
     d = eval_transforms(color, sigma, seed)(dict(item))
@@ -152,12 +154,12 @@ def example_panel(
         img = x[0].permute(1, 2, 0).numpy() if color else x[0, 0].numpy()
         return img.clip(0, 1)
 
+    psnr = PSNRMetric(max_val=1.0)
     h, w = clean.shape[-2:]
     top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
     fig, axes = plt.subplots(2, len(panels), figsize=(2.6 * len(panels), 5.6), dpi=90, squeeze=False)
     for j, (name, x) in enumerate(panels):
-        mse = float(((x.clamp(0, 1) - clean) ** 2).mean())
-        title = name if name == "clean" else f"{name}\n{10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))):.2f} dB"
+        title = name if name == "clean" else f"{name}\n{float(psnr(x.clamp(0, 1), clean)):.2f} dB"
         for i, img in enumerate((show(x)[top:top + crop, left:left + crop], show(x))):
             axes[i, j].imshow(img, cmap=None if color else "gray", vmin=0, vmax=1)
             axes[i, j].set_axis_off()
