@@ -147,7 +147,8 @@ def assert_near_miss_rejected(make, near_miss: str, closest: str, registry: dict
 def test_neuron_registry():
     assert NEURON_TYPES is NEURONS  # the former name is the same registry
     for name, factory in NEURONS.items():
-        neuron = make_neuron(name, thresholds=(2.0, 1.0), initial_potential=0.5)
+        extra = {"num_channels": 2} if name == "real_spike" else {}  # per-channel amplitudes need the channels
+        neuron = make_neuron(name, thresholds=(2.0, 1.0), initial_potential=0.5, **extra)
         assert isinstance(neuron, factory) and neuron.initial_potential == 0.5, name
     assert_near_miss_rejected(make_neuron, "multi_treshold", "multi_threshold", NEURONS)
 

@@ -15,6 +15,7 @@ from monai_snn.conversion.normalization import NORMALIZATIONS
 from monai_snn.conversion.statistics import iterate_calibration
 from monai_snn.encoding.encoders import Encoder, make_encoder
 from monai_snn.neurons.neuron import LIFNeuron, _check_thresholds
+from monai_snn.neurons.real_spike import RealSpikeNeuron
 from monai_snn.neurons.registry import look_up
 from monai_snn.neurons.surrogate import Surrogate, make_surrogate
 from monai_snn.neurons.utils import NEURONS, make_neuron
@@ -60,7 +61,13 @@ def _replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
 def _is_leaky(factory) -> bool:
     """Whether a :data:`~monai_snn.neurons.NEURONS` factory builds leaky neurons (takes ``leak``)."""
     cls = factory.func if isinstance(factory, functools.partial) else factory
-    return isinstance(cls, type) and issubclass(cls, LIFNeuron)
+    return isinstance(cls, type) and issubclass(cls, (LIFNeuron, RealSpikeNeuron))
+
+
+def _needs_channels(factory) -> bool:
+    """Whether a :data:`~monai_snn.neurons.NEURONS` factory needs the layer's channels (per-channel parameters)."""
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    return isinstance(cls, type) and issubclass(cls, RealSpikeNeuron)
 
 
 def convert_to_snn(
@@ -167,8 +174,10 @@ def convert_to_snn(
     neuron_kwargs = {"thresholds": levels, "initial_potential": initial_potential, "surrogate": surrogate}
     if leaky:
         neuron_kwargs["leak"] = leak
+    per_channel = _needs_channels(look_up("neuron", neuron, NEURONS))
     for name in graph.neuron_nodes():
-        _replace_module(gm, nodes[name].target, make_neuron(neuron, **neuron_kwargs))
+        kwargs = dict(neuron_kwargs, num_channels=channels[name]) if per_channel else neuron_kwargs
+        _replace_module(gm, nodes[name].target, make_neuron(neuron, **kwargs))
     gm.recompile()
 
     first = graph.synapse_module(graph.synapse_nodes()[0])

@@ -121,7 +121,9 @@ def synaptic_operations(snn: SpikingSimulator) -> dict[str, Any]:
         elif node.op == "call_function" and node.target in (torch.cat, torch.concat, torch.concatenate):
             env[node.name] = torch.cat([env[a.name] for a in node.args[0]], dim=1)
         elif mod is not None:
-            env[node.name] = _events_through(mod, env[inputs[0].name])
+            src = env[inputs[0].name]
+            # an empty carrier is a synapse's analog output (e.g. batch norm, or upsampling of the readout)
+            env[node.name] = src if src.numel() == 0 else _events_through(mod, src)
         else:  # the input check function and other pass-through functions
             env[node.name] = env[inputs[0].name]
     return {

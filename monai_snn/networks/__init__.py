@@ -1,6 +1,8 @@
-"""Networks: the convertible ANN U-Net and the spiking simulator."""
+"""Networks: the convertible ANN U-Net, the spiking simulator, and the directly trained baselines (Spiking-FCN /
+Spiking-DeepLab) with their ANN twins."""
 
 from __future__ import annotations
 
 from monai_snn.networks.convertible_unet import ConvertibleUNet, check_unet_input
 from monai_snn.networks.simulator import SpikingSimulator
+from monai_snn.networks.segmentation import FCN, DeepLab, SpikingDeepLab, SpikingFCN

@@ -20,6 +20,7 @@ from torch import nn
 
 from monai_snn.encoding.encoders import Encoder, make_encoder
 from monai_snn.neurons.neuron import SpikingNeuron
+from monai_snn.neurons.temporal import TimeStepped
 from monai_snn.neurons.utils import reset_states
 
 __all__ = ["SpikingSimulator"]
@@ -29,13 +30,14 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropou
 
 
 class _Op:
-    __slots__ = ("node", "name", "fn", "is_neuron", "is_dropout", "free")
+    __slots__ = ("node", "name", "fn", "is_neuron", "is_stepped", "is_dropout", "free")
 
-    def __init__(self, node: torch.fx.Node, fn: Any, is_neuron: bool) -> None:
+    def __init__(self, node: torch.fx.Node, fn: Any, is_stepped: bool) -> None:
         self.node = node
         self.name = node.name
         self.fn = fn
-        self.is_neuron = is_neuron
+        self.is_stepped = is_stepped  # a TimeStepped layer: neurons, BNTT
+        self.is_neuron = isinstance(fn, SpikingNeuron)
         self.is_dropout = isinstance(fn, _DROPOUT)
         self.free: list[str] = []
 
@@ -143,7 +145,8 @@ class SpikingSimulator(nn.Module):
             return
         modules = dict(self.network.named_modules())
         nodes = list(self.network.graph.nodes)
-        is_neuron = {n.name: n.op == "call_module" and isinstance(modules[n.target], SpikingNeuron) for n in nodes}
+        # time-stepped layers (neurons, BNTT) change over time and keep state: never constant, never in the tail
+        stepped = {n.name: n.op == "call_module" and isinstance(modules[n.target], TimeStepped) for n in nodes}
         variant: dict[str, bool] = {}
         for n in nodes:
             if n.op == "placeholder":
@@ -151,11 +154,11 @@ class SpikingSimulator(nn.Module):
             elif n.op == "get_attr":
                 variant[n.name] = False
             else:
-                variant[n.name] = is_neuron[n.name] or any(variant[a.name] for a in n.all_input_nodes)
-        # "tail": variant nodes with no neuron downstream; affine, so they run once on time-averaged inputs
-        feeds_neuron: dict[str, bool] = {}
+                variant[n.name] = stepped[n.name] or any(variant[a.name] for a in n.all_input_nodes)
+        # "tail": variant nodes with no time-stepped layer downstream; affine, so they run once on time-averaged inputs
+        feeds_stepped: dict[str, bool] = {}
         for n in reversed(nodes):
-            feeds_neuron[n.name] = any(is_neuron[u.name] or feeds_neuron[u.name] for u in n.users)
+            feeds_stepped[n.name] = any(stepped[u.name] or feeds_stepped[u.name] for u in n.users)
         const, body, tail = [], [], []
         for n in nodes:
             if n.op in ("placeholder", "output"):
@@ -163,10 +166,10 @@ class SpikingSimulator(nn.Module):
             fn = modules[n.target] if n.op == "call_module" else n.target
             if n.op == "call_method":
                 raise ValueError(f"method call {n.target!r} (node {n.name!r}) is not supported in simulation.")
-            op = _Op(n, fn, is_neuron[n.name])
+            op = _Op(n, fn, stepped[n.name])
             if not variant[n.name]:
                 const.append(op)
-            elif is_neuron[n.name] or feeds_neuron[n.name]:
+            elif stepped[n.name] or feeds_stepped[n.name]:
                 body.append(op)
             else:
                 tail.append(op)
@@ -275,7 +278,7 @@ class SpikingSimulator(nn.Module):
                 return v if k == 1 else v.repeat(k, *([1] * (v.ndim - 1)))
 
             for op in self._body:
-                if op.is_neuron:
+                if op.is_stepped:
                     src = op.node.args[0]
                     if src.name in env:
                         seq = env[src.name].unflatten(0, (k, batch))
@@ -327,7 +330,18 @@ class SpikingSimulator(nn.Module):
 
             loss = loss_fn(snn.forward_flow(images), labels)
             loss.backward()
+
+        Raises:
+            ValueError: the network has time-stepped layers other than neurons (e.g. BNTT): their output depends on
+                the step, so no rate form exists; train it with ``method="bptt"``.
         """
+        self._plan()
+        others = sorted({type(op.fn).__name__ for op in self._body if op.is_stepped and not op.is_neuron})
+        if others:
+            raise ValueError(
+                f"accumulated spiking flow needs a rate form of every layer, but {', '.join(others)} changes with the "
+                "time step; train this network with method='bptt' (backpropagation through time)."
+            )
         neurons = list(self.neurons().values())
         for n in neurons:
             n.record_flow = True

@@ -19,9 +19,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from monai_snn.neurons.surrogate import Surrogate, make_surrogate
+from monai_snn.neurons.temporal import TimeStepped
 
 __all__ = ["SpikingNeuron", "IFNeuron", "MultiThresholdNeuron", "LIFNeuron"]
 
@@ -41,7 +41,7 @@ def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
     return levels
 
 
-class SpikingNeuron(nn.Module):
+class SpikingNeuron(TimeStepped):
     """A layer of integrate-and-fire neurons with one or several descending thresholds and soft reset.
 
     Args:
@@ -205,12 +205,6 @@ class SpikingNeuron(nn.Module):
         self.acc_output = self.v = None
         return _StraightThroughFlow.apply(x, rate, self.signed)
 
-    def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """``k`` time steps at once: ``[k, B, ...] -> [k, B, ...]`` (a stride-0 expanded input is fine)."""
-        if x_seq.shape[0] == 1:
-            return self(x_seq[0]).unsqueeze(0)
-        return torch.stack([self(x_seq[t]) for t in range(x_seq.shape[0])])
-
     def _integrate(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
         v = self.v
         if self.leak != 1.0:
@@ -270,7 +264,8 @@ class SpikingNeuron(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        s = f"thresholds={self.thresholds}, v_threshold={self.v_threshold:g}, initial_potential={self.initial_potential}"
+        s = f"thresholds={self.thresholds}, v_threshold={self.v_threshold:g}"
+        s += f", initial_potential={self.initial_potential}"
         if self.leak != 1.0:
             s += f", leak={self.leak}"
         if self.signed:

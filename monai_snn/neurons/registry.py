@@ -4,10 +4,10 @@ Each registry is a public ``dict`` from a name to a factory (a class or a functi
 :func:`monai.utils.look_up_option`, so an unknown name raises its ``ValueError`` ("did you mean ...?", the valid
 names), prefixed by what was looked up. The registries:
 
-* :data:`monai_snn.neurons.NEURONS` (``"if"``, ``"multi_threshold"``, ``"lif"``), built by
-  :func:`~monai_snn.neurons.make_neuron`;
-* :data:`monai_snn.neurons.SURROGATES` (``"triangle"``, ``"relative_triangle"``, ``"sigmoid"``), built by
-  :func:`~monai_snn.neurons.make_surrogate`;
+* :data:`monai_snn.neurons.NEURONS` (``"if"``, ``"multi_threshold"``, ``"lif"``, ``"multi_level"``,
+  ``"real_spike"``), built by :func:`~monai_snn.neurons.make_neuron`;
+* :data:`monai_snn.neurons.SURROGATES` (``"triangle"``, ``"relative_triangle"``, ``"sigmoid"``, ``"rectangle"``),
+  built by :func:`~monai_snn.neurons.make_surrogate`;
 * :data:`monai_snn.encoding.ENCODERS` (``"static"``, ``"poisson_binary"``, ``"poisson_ternary"``), built by
   :func:`~monai_snn.encoding.make_encoder`;
 * :data:`monai_snn.conversion.NORMALIZATIONS` (``"connection"``, ``"layer"``, ``"threshold_balancing"``,

@@ -23,6 +23,7 @@ __all__ = [
     "TriangleSurrogate",
     "RelativeTriangleSurrogate",
     "SigmoidSurrogate",
+    "RectangleSurrogate",
     "SURROGATES",
     "make_surrogate",
     "surrogate_from_name",
@@ -108,10 +109,32 @@ class SigmoidSurrogate(Surrogate):
         return self.alpha * s * (1.0 - s)
 
 
+class RectangleSurrogate(Surrogate):
+    """Rectangular surrogate of STBP (Wu et al. 2018) and multi-level firing (Feng et al. 2022):
+    ``1[|u - theta| < width / 2] / width``.
+
+    Args:
+        width: width of the window around the threshold (1.0 in the multi-level firing paper).
+
+    Example::
+
+        s = RectangleSurrogate(width=1.0).spike(u, 0.6)
+    """
+
+    def __init__(self, width: float = 1.0) -> None:
+        if not width > 0:
+            raise ValueError(f"RectangleSurrogate: width must be positive, got {width!r}.")
+        self.width = float(width)
+
+    def grad(self, u: torch.Tensor, theta: float) -> torch.Tensor:
+        return ((u - theta).abs() < 0.5 * self.width).to(u.dtype) / self.width
+
+
 SURROGATES: dict[str, Callable[..., Surrogate]] = {
     "triangle": TriangleSurrogate,
     "relative_triangle": RelativeTriangleSurrogate,
     "sigmoid": SigmoidSurrogate,
+    "rectangle": RectangleSurrogate,
 }
 _SURROGATES = SURROGATES  # former private name, same dict
 
@@ -120,7 +143,8 @@ def make_surrogate(name: str | Surrogate, **kwargs) -> Surrogate:
     """Build a surrogate from its :data:`SURROGATES` name, or pass a :class:`Surrogate` through unchanged.
 
     Args:
-        name: ``"triangle"``, ``"relative_triangle"``, ``"sigmoid"`` (or any registered name), or a surrogate.
+        name: ``"triangle"``, ``"relative_triangle"``, ``"sigmoid"``, ``"rectangle"`` (or any registered name), or a
+            surrogate.
         kwargs: forwarded to the factory (e.g. ``alpha``).
 
     Raises:

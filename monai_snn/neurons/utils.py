@@ -15,8 +15,11 @@ from collections.abc import Callable, Iterator
 
 from torch import nn
 
+from monai_snn.neurons.multi_level import MultiLevelNeuron
 from monai_snn.neurons.neuron import IFNeuron, LIFNeuron, MultiThresholdNeuron, SpikingNeuron
+from monai_snn.neurons.real_spike import RealSpikeNeuron
 from monai_snn.neurons.registry import look_up
+from monai_snn.neurons.temporal import TimeStepped
 
 __all__ = ["reset_states", "spiking_neurons", "make_neuron", "NEURONS", "NEURON_TYPES"]
 
@@ -24,19 +27,21 @@ NEURONS: dict[str, Callable[..., SpikingNeuron]] = {
     "if": IFNeuron,
     "multi_threshold": MultiThresholdNeuron,
     "lif": LIFNeuron,
+    "multi_level": MultiLevelNeuron,
+    "real_spike": RealSpikeNeuron,
 }
 NEURON_TYPES = NEURONS  # former name, same dict
 
 
 def reset_states(network: nn.Module) -> None:
-    """Reset the state of every spiking neuron in ``network`` (one call before each new sample).
+    """Reset the state of every spiking neuron and other time-stepped layer in ``network`` (before each sample).
 
     Example::
 
         reset_states(snn)
     """
     for m in network.modules():
-        if isinstance(m, SpikingNeuron):
+        if isinstance(m, TimeStepped):
             m.reset()
 
 
@@ -48,7 +53,8 @@ def spiking_neurons(network: nn.Module) -> Iterator[tuple[str, SpikingNeuron]]:
 
 
 def make_neuron(name: str, **kwargs) -> SpikingNeuron:
-    """Build a neuron layer by its :data:`NEURONS` name: ``"if"``, ``"multi_threshold"``, ``"lif"`` or any registered.
+    """Build a neuron layer by its :data:`NEURONS` name (``"if"``, ``"multi_threshold"``, ``"lif"``,
+    ``"multi_level"``, ``"real_spike"``) or any registered one.
 
     Args:
         name: neuron type.

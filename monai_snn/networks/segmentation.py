@@ -1,0 +1,343 @@
+"""Spiking-FCN and Spiking-DeepLab (Kim, Chough, Panda 2022), the directly trained baselines, and their ANN twins.
+
+Table 1 of "Beyond classification: directly training spiking neural networks for semantic segmentation"
+(`../shared/papers/spiking_fcn_deeplab_direct_training.txt`), VGG-9 style backbone:
+
+* **DeepLab**: conv 64, conv 64, avg-pool; conv 128, conv 128, avg-pool; conv 256, dilated conv 256, dilated
+  conv 256 (dilation 2); intermediate conv 1024 (3x3), conv 1024 (1x1); classifier conv 1024 -> K (1x1), the
+  spike accumulator; bilinear upsampling x4 to the input size.
+* **FCN**: the same backbone without dilation and with a third avg-pool (1/8 resolution), conv 1024 (3x3),
+  conv 1024 (1x1), a spiking conv 1024 -> K; then three stages "transposed conv K -> K (x2) + SkipConv": the
+  SkipConv is a 1x1 conv that reduces the backbone features of the same resolution (256, 128, 64 channels, taken
+  before each pooling) to K channels and is added, as in FCN-8s. The two inner stages are spiking layers ("all
+  layers consist of LIF neurons"); the last sum is the accumulator.
+
+Spiking versions: every hidden conv has no bias and is followed by Batch Normalization Through Time
+(:class:`~monai_snn.neurons.BatchNormThroughTime`, one batch norm per step, no shift) and a LIF neuron (leak 0.99,
+threshold 1.0, soft reset, the paper's piece-wise linear surrogate ``max(0, 1 - |(u - theta) / theta|)``, i.e.
+``"relative_triangle"``); Poisson rate input by default (``"poisson_binary"``; ``"static"`` feeds the analog image).
+The readout is the classifier's potential averaged over T (the paper sums it: the same argmax, and a loss on the
+average is the package-wide convention); bilinear upsampling, being linear, runs once on that average. They are
+:class:`~monai_snn.networks.SpikingSimulator` objects, so the :class:`~monai_snn.engines.SpikingTrainer`
+(``method="bptt"``), the evaluators, firing rates and the energy estimate apply unchanged. ANN twins
+(:class:`DeepLab`, :class:`FCN`): the same layers with batch norm and ReLU, for the paper's ANN rows.
+
+Not from the paper (it gives channels and layer order only): kernel sizes of the intermediate layers (3x3 then 1x1,
+as DeepLab-v1's fc6 / fc7 without its large dilation), transposed convolutions with kernel 4, stride 2 (FCN's
+upsampling), no dropout. ``channels`` / ``head_channels`` shrink the network for CPU budgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.fx
+from monai.networks.layers.factories import Conv, Norm, Pool
+from torch import nn
+
+from monai_snn.encoding.encoders import Encoder
+from monai_snn.neurons.neuron import LIFNeuron
+from monai_snn.neurons.surrogate import Surrogate, make_surrogate
+from monai_snn.neurons.temporal import BatchNormThroughTime, TimeStepped
+from monai_snn.networks.convertible_unet import check_unet_input
+from monai_snn.networks.simulator import SpikingSimulator
+
+__all__ = ["DeepLab", "FCN", "SpikingDeepLab", "SpikingFCN"]
+
+torch.fx.wrap(check_unet_input)  # a leaf call in this module's traced forward too (wrap is per module)
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return value
+
+
+class _Unit(nn.Module):
+    """conv (no bias) -> norm -> activation: batch norm + ReLU (ANN) or BNTT + LIF (SNN)."""
+
+    def __init__(self, conv: nn.Module, norm: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.norm, self.act = conv, norm, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class _SegmentationVGG(nn.Module):
+    """The shared body of the four networks (``arch`` "deeplab" or "fcn"; ``spiking`` picks the unit)."""
+
+    def __init__(
+        self,
+        arch: str,
+        in_channels: int,
+        out_channels: int,
+        spatial_dims: int,
+        channels: Sequence[int],
+        head_channels: int,
+        spiking: dict[str, Any] | None,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("in_channels", in_channels)
+        _check_positive_int("out_channels", out_channels)
+        _check_positive_int("head_channels", head_channels)
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
+        channels = tuple(channels)
+        if len(channels) != 3:
+            raise ValueError(f"channels must give the three backbone widths (e.g. (64, 128, 256)), got {channels!r}.")
+        for c in channels:
+            _check_positive_int("channels", c)
+        self.arch, self.in_channels, self.out_channels = arch, in_channels, out_channels
+        self.spatial_dims = spatial_dims
+        self.divisor = 4 if arch == "deeplab" else 8
+        conv_t = Conv[Conv.CONV, spatial_dims]
+        self._spiking = spiking
+
+        def unit(cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> _Unit:
+            conv = conv_t(cin, cout, kernel, padding=dilation * (kernel // 2), dilation=dilation, bias=False)
+            return _Unit(conv, *self._norm_act(cout))
+
+        c1, c2, c3 = channels
+        dil = 2 if arch == "deeplab" else 1
+        self.block1 = nn.Sequential(unit(in_channels, c1), unit(c1, c1))
+        self.block2 = nn.Sequential(unit(c1, c2), unit(c2, c2))
+        self.block3 = nn.Sequential(unit(c2, c3), unit(c3, c3, dilation=dil), unit(c3, c3, dilation=dil))
+        self.pool1 = Pool[Pool.AVG, spatial_dims](2)
+        self.pool2 = Pool[Pool.AVG, spatial_dims](2)
+        self.head = nn.Sequential(unit(c3, head_channels), unit(head_channels, head_channels, kernel=1))
+        if arch == "deeplab":
+            self.classifier = conv_t(head_channels, out_channels, 1)
+            mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial_dims]
+            self.upsample = nn.Upsample(scale_factor=4, mode=mode, align_corners=False)
+        else:
+            self.pool3 = Pool[Pool.AVG, spatial_dims](2)
+            self.classifier = unit(head_channels, out_channels, kernel=1)
+            up_t = Conv[Conv.CONVTRANS, spatial_dims]
+            k = out_channels
+            self.up3 = up_t(k, k, 4, stride=2, padding=1, bias=False)
+            self.skip3 = conv_t(c3, k, 1, bias=False)
+            self.post3 = nn.Sequential(*self._norm_act(k))
+            self.up2 = up_t(k, k, 4, stride=2, padding=1, bias=False)
+            self.skip2 = conv_t(c2, k, 1, bias=False)
+            self.post2 = nn.Sequential(*self._norm_act(k))
+            self.up1 = up_t(k, k, 4, stride=2, padding=1, bias=False)
+            self.skip1 = conv_t(c1, k, 1, bias=True)
+
+    def _norm_act(self, ch: int) -> tuple[nn.Module, nn.Module]:
+        if self._spiking is None:
+            return Norm[Norm.BATCH, self.spatial_dims](ch), nn.ReLU()
+        s = self._spiking
+        neuron = LIFNeuron(leak=s["leak"], v_threshold=s["v_threshold"], surrogate=s["surrogate"])
+        return BatchNormThroughTime(ch, s["num_steps"], self.spatial_dims), neuron
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_unet_input(x, self.in_channels, self.spatial_dims, self.divisor)
+        f1 = self.block1(x)
+        f2 = self.block2(self.pool1(f1))
+        f3 = self.block3(self.pool2(f2))
+        if self.arch == "deeplab":
+            return self.upsample(self.classifier(self.head(f3)))
+        score = self.classifier(self.head(self.pool3(f3)))
+        score = self.post3(self.up3(score) + self.skip3(f3))
+        score = self.post2(self.up2(score) + self.skip2(f2))
+        return self.up1(score) + self.skip1(f1)
+
+
+class DeepLab(_SegmentationVGG):
+    """ANN twin of Spiking-DeepLab: the VGG-9 DeepLab of Table 1 with batch norm and ReLU.
+
+    Args:
+        in_channels: input channels.
+        out_channels: classes ``K`` (logits).
+        spatial_dims: 2 (images) or 1 / 3.
+        channels: backbone widths, ``(64, 128, 256)`` in the paper.
+        head_channels: width of the intermediate layers, 1024 in the paper.
+
+    Raises:
+        ValueError: a non-positive size; at run time, an input whose spatial size is not divisible by 4 or whose
+            channels differ from ``in_channels``.
+
+    Example::
+
+        net = DeepLab(3, 11, channels=(16, 32, 64), head_channels=128)
+        logits = net(torch.rand(2, 3, 96, 128))  # [2, 11, 96, 128]
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        spatial_dims: int = 2,
+        channels: Sequence[int] = (64, 128, 256),
+        head_channels: int = 1024,
+    ) -> None:
+        super().__init__("deeplab", in_channels, out_channels, spatial_dims, channels, head_channels, None)
+
+
+class FCN(_SegmentationVGG):
+    """ANN twin of Spiking-FCN: the VGG-9 FCN of Table 1 with batch norm and ReLU (input divisible by 8).
+
+    Args: as :class:`DeepLab`.
+
+    Example::
+
+        net = FCN(3, 11, channels=(16, 32, 64), head_channels=128)
+        logits = net(torch.rand(2, 3, 96, 128))  # [2, 11, 96, 128]
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        spatial_dims: int = 2,
+        channels: Sequence[int] = (64, 128, 256),
+        head_channels: int = 1024,
+    ) -> None:
+        super().__init__("fcn", in_channels, out_channels, spatial_dims, channels, head_channels, None)
+
+
+class _Tracer(torch.fx.Tracer):
+    """Keeps time-stepped layers (neurons, BNTT) as single nodes."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, TimeStepped) or super().is_leaf_module(m, module_qualified_name)
+
+
+class _SpikingSegmentation(SpikingSimulator):
+    def __init__(
+        self,
+        arch: str,
+        in_channels: int,
+        out_channels: int,
+        num_steps: int,
+        spatial_dims: int,
+        channels: Sequence[int],
+        head_channels: int,
+        leak: float,
+        v_threshold: float,
+        surrogate: str | Surrogate,
+        encoding: str | Encoder,
+        chunk_size: int | None,
+    ) -> None:
+        _check_positive_int("num_steps", num_steps)
+        if isinstance(leak, bool) or not isinstance(leak, (int, float)) or not 0.0 < leak <= 1.0:
+            raise ValueError(f"leak must be in (0, 1], got {leak!r}.")
+        if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not v_threshold > 0:
+            raise ValueError(f"v_threshold must be positive, got {v_threshold!r}.")
+        make_surrogate(surrogate)  # unknown names fail here, listing the valid ones
+        spiking = {"num_steps": num_steps, "leak": float(leak), "v_threshold": float(v_threshold)}
+        spiking["surrogate"] = surrogate
+        body = _SegmentationVGG(arch, in_channels, out_channels, spatial_dims, channels, head_channels, spiking)
+        gm = torch.fx.GraphModule(body, _Tracer().trace(body))
+        super().__init__(gm, num_steps, encoding, chunk_size, in_channels=in_channels, spatial_dims=spatial_dims)
+        self.max_steps = num_steps
+        self.metadata.update(
+            {
+                "architecture": f"spiking_{arch}",
+                "in_channels": in_channels,
+                "out_channels": out_channels,
+                "spatial_dims": spatial_dims,
+                "channels": list(channels),
+                "head_channels": head_channels,
+                "neuron": "lif",
+                "leak": float(leak),
+                "v_threshold": float(v_threshold),
+                "num_steps": num_steps,
+            }
+        )
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """As :meth:`SpikingSimulator.check_input`, and ``num_steps`` within the T that BNTT was built for."""
+        super().check_input(x)
+        if self.num_steps > self.max_steps:
+            raise ValueError(
+                f"num_steps={self.num_steps} exceeds the {self.max_steps} time steps this network's BNTT layers "
+                f"were built (and trained) for; use num_steps <= {self.max_steps}."
+            )
+
+
+class SpikingDeepLab(_SpikingSegmentation):
+    """Spiking-DeepLab (Kim et al. 2022): VGG-9 DeepLab with LIF neurons and BNTT, trained directly with BPTT.
+
+    ``[B, C, H, W]`` in (``H``, ``W`` divisible by 4), the classifier's potential averaged over T
+    ``[B, K, H, W]`` out, so MONAI's losses and metrics apply.
+
+    Args:
+        in_channels: input channels.
+        out_channels: classes ``K``.
+        num_steps: time steps ``T`` (20 in the paper); BNTT holds one batch norm per step, so a trained network runs
+            at most this many steps.
+        spatial_dims: 2 (1 / 3 also build).
+        channels: backbone widths, ``(64, 128, 256)`` in the paper.
+        head_channels: intermediate width, 1024 in the paper.
+        leak: LIF leak, 0.99 in the paper.
+        v_threshold: LIF threshold, 1.0.
+        surrogate: surrogate gradient, ``"relative_triangle"`` (the paper's piece-wise linear function).
+        encoding: ``"poisson_binary"`` (rate coding, the paper) or ``"static"`` / ``"poisson_ternary"``.
+        chunk_size: see :class:`~monai_snn.networks.SpikingSimulator`.
+
+    Raises:
+        ValueError: a non-positive size or ``num_steps``, a leak outside ``(0, 1]``, a non-positive threshold or an
+            unknown surrogate / encoding (named); at run time an input of the wrong shape or size.
+
+    Example::
+
+        snn = SpikingDeepLab(3, 11, num_steps=20, channels=(16, 32, 64), head_channels=128)
+        trainer = SpikingTrainer("cpu", 60, loader, snn, torch.optim.Adam(snn.parameters(), 3e-3),
+                                 torch.nn.CrossEntropyLoss(), method="bptt")
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_steps: int = 20,
+        spatial_dims: int = 2,
+        channels: Sequence[int] = (64, 128, 256),
+        head_channels: int = 1024,
+        leak: float = 0.99,
+        v_threshold: float = 1.0,
+        surrogate: str | Surrogate = "relative_triangle",
+        encoding: str | Encoder = "poisson_binary",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            "deeplab", in_channels, out_channels, num_steps, spatial_dims, channels, head_channels, leak,
+            v_threshold, surrogate, encoding, chunk_size,
+        )  # fmt: skip
+
+
+class SpikingFCN(_SpikingSegmentation):
+    """Spiking-FCN (Kim et al. 2022): VGG-9 FCN with LIF neurons, BNTT, transposed convs and SkipConvs.
+
+    ``[B, C, H, W]`` in (``H``, ``W`` divisible by 8), the accumulated readout ``[B, K, H, W]`` out.
+
+    Args: as :class:`SpikingDeepLab`.
+
+    Example::
+
+        snn = SpikingFCN(3, 11, num_steps=20, channels=(16, 32, 64), head_channels=128)
+        y = snn(torch.rand(1, 3, 64, 64))  # [1, 11, 64, 64]
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_steps: int = 20,
+        spatial_dims: int = 2,
+        channels: Sequence[int] = (64, 128, 256),
+        head_channels: int = 1024,
+        leak: float = 0.99,
+        v_threshold: float = 1.0,
+        surrogate: str | Surrogate = "relative_triangle",
+        encoding: str | Encoder = "poisson_binary",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            "fcn", in_channels, out_channels, num_steps, spatial_dims, channels, head_channels, leak,
+            v_threshold, surrogate, encoding, chunk_size,
+        )  # fmt: skip
