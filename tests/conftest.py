@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 # pytest-xdist, one module per worker at a time (``--dist loadfile``: module fixtures are built once); starting these
 # first keeps one long module from running alone at the end.
 LONGEST_FIRST = ("test_faults.py", "test_bundle_drive.py", "test_bundle_denoise.py", "test_conversion.py",
-                 "test_bundle_hippocampus.py", "test_bundle_em.py", "test_finetune.py")  # fmt: skip
+                 "test_bundle_hippocampus.py", "test_bundle_em.py", "test_bundle_camseq.py", "test_finetune.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list) -> None:

@@ -1,0 +1,174 @@
+"""Smoke and unit tests of the ``bundles/camseq_snn`` MONAI bundle on real CamSeq01 frames, through the real CLI.
+
+Tiny settings: 6 real frames (the first 4 and the last 2 by name: 3 train, 1 validation, 2 test), channels
+(4, 8, 16, 32), 2 patches of 64 x 64 per frame, 1 epoch, T <= 2. Without the data the tests skip, under CI they fail.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.bundle_cli import run_bundle, stage_environment
+from tests.conftest import DATA, REPO, require_data
+
+BUNDLE = REPO / "bundles" / "camseq_snn"
+CAMSEQ = DATA / "CamSeq01_SegNet480"
+TINY = {
+    "channels": "[4,8,16,32]",
+    "num_val": 1,
+    "num_test": 2,
+    "max_epochs": 1,
+    "val_interval": 1,
+    "image_repeats": 1,
+    "finetune_image_repeats": 1,
+    "patches_per_image": 2,
+    "patch_size": "[64,64]",
+    "convert_steps": 2,
+    "finetune_steps": 2,
+    "steps_sweep": "[1,2]",
+    "num_calibration": 4,
+    "percentile_candidates": "[99.9]",
+    "eval_extra_steps": "{}",
+}
+
+
+@pytest.fixture(scope="module")
+def camseq():
+    sys.path.insert(0, str(BUNDLE))
+    try:
+        yield importlib.import_module("scripts.camseq")
+    finally:
+        sys.path.remove(str(BUNDLE))
+        for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+            del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def tiny_camseq(tmp_path_factory) -> Path:
+    """A CamSeq01_SegNet480-layout folder with 6 real frames (symlinks)."""
+    require_data(CAMSEQ)
+    root = tmp_path_factory.mktemp("camseq") / "CamSeq01_SegNet480"
+    names = sorted(p.name for p in (CAMSEQ / "images").glob("*.png"))
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+        for name in names[:4] + names[-2:]:
+            os.symlink(CAMSEQ / sub / name, root / sub / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_camseq, tmp_path_factory) -> Path:
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    out = tmp_path_factory.mktemp("camseq_run")
+    with stage_environment():
+        status = run_cross_validation(
+            BUNDLE, out, folds=[0], overrides=dict(TINY, data_dir=str(tiny_camseq)), quiet=True
+        )
+    assert set(status.values()) == {"done"}
+    return out / "fold0"
+
+
+def test_block_split_of_the_real_frames(camseq):
+    require_data(CAMSEQ)
+    items = camseq.camseq_datalist(CAMSEQ)
+    split = camseq.block_split(items)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [72, 8, 21]
+    assert split["test"][0]["name"] == "0016E5_08119" and split["test"][-1]["name"] == "0016E5_08159"
+    names = [it["name"] for it in split["train"] + split["val"] + split["test"]]
+    assert names == sorted(names) and len(set(names)) == 101  # contiguous blocks, nothing shared
+    with pytest.raises(ValueError, match="cannot be split"):
+        camseq.block_split(items[:10], num_val=8, num_test=21)
+
+
+def test_pooled_miou_ignores_void_and_skips_absent_classes(camseq):
+    label = torch.tensor([[[0, 0, 1, 1], [3, 3, 11, 11]]])  # [1, 2, 4]: two void pixels
+    pred = torch.tensor([[[0, 1, 1, 1], [3, 3, 0, 5]]])  # errors only on one labelled pixel and on void pixels
+    scores = camseq.camseq_scores([pred], [label])
+    # class 0: tp 1, fn 1 -> 1/2; class 1: tp 2, fp 1 -> 2/3; class 3: 1; classes 5 (only on void) etc. absent
+    assert scores["miou"] == pytest.approx((0.5 + 2 / 3 + 1.0) / 3)
+    assert scores["pixel_accuracy"] == pytest.approx(5 / 6)
+    assert np.isnan(scores["iou_per_class"]["Tree"])  # predicted on void pixels only: not counted
+    loss = camseq.VoidIgnoringCrossEntropy()
+    logits = torch.zeros(1, 11, 2, 4, requires_grad=True)
+    value = loss(logits, label[None])
+    assert value.item() == pytest.approx(np.log(11))
+    value.backward()
+    assert logits.grad[0, :, 1, 2:].abs().sum() == 0  # no gradient from void pixels
+    with pytest.raises(ValueError, match="label values \\[12\\] outside 0..10 and the void label 11"):
+        loss(logits, torch.full((1, 1, 2, 4), 12))
+
+
+def test_stages_write_models_and_metrics(pipeline):
+    conv = json.loads((pipeline / "convert" / "metrics.json").read_text())
+    assert set(conv["metrics_vs_T"]) == {"1", "2"} and conv["converted"]["num_steps"] == 2
+    for net in ("ann", "converted"):
+        for key in ("miou", "miou_mean", "pixel_accuracy"):
+            assert 0.0 <= conv[net][key] <= 1.0
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    assert ev["info"]["models_from"] == "run" and ev["info"]["num_images"] == 2
+    assert ev["finetuned"]["num_steps"] == 2 and ev["finetuned"]["key_metric"] == "miou"
+    assert ev["finetuned"]["energy_snn_over_ann"] > 0
+
+
+def test_inference_contract(pipeline, tiny_camseq, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for src, dst in ((pipeline / "train_ann" / "ckpt" / "best_model.pt", "ann.pt"),
+                     (pipeline / "finetune" / "snn_finetuned.pt", "model.pt"),
+                     (pipeline / "finetune" / "snn_finetuned.json", "model.json")):  # fmt: skip
+        os.symlink(src, models / dst)
+    src = tiny_camseq / "images"
+    proc = run_bundle(BUNDLE, ["common", "inference"], input_dir=src, output_dir=tmp_path / "out", models_dir=models,
+                      channels=TINY["channels"])  # fmt: skip
+    assert "inference: [6/6] 100%" in proc.stderr
+    for image in sorted(src.glob("*.png")):
+        seg = Image.open(tmp_path / "out" / f"{image.stem}_seg.png")
+        assert seg.mode == "L" and seg.size == Image.open(image).size == (480, 360)
+        assert set(np.unique(np.asarray(seg))) <= set(range(11))
+
+
+@pytest.mark.parametrize("case", ["grey", "size", "empty"])
+def test_inference_bad_input_names_the_file(tiny_camseq, tmp_path, case):
+    src = tmp_path / "in"
+    src.mkdir()
+    frame = next((tiny_camseq / "images").glob("*.png"))
+    if case == "grey":
+        Image.open(frame).convert("L").save(src / "grey.png")
+        expected = ["grey.png", "expected an 8-bit RGB PNG (3 channels)", "mode 'L'"]
+    elif case == "size":
+        Image.open(frame).crop((0, 0, 100, 60)).save(src / "small.png")
+        expected = ["small.png", "100 x 60", "divisible by 8"]
+    else:
+        expected = ["no .png file found in", str(src)]
+    proc = run_bundle(BUNDLE, ["common", "inference"], check=False, input_dir=src, output_dir=tmp_path / "out",
+                      network="ann", models_dir=tmp_path)  # fmt: skip
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_datalist_rejects_labels_outside_the_class_range(camseq, tiny_camseq, tmp_path):
+    root = tmp_path / "CamSeq01_SegNet480"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    frame = next((tiny_camseq / "images").glob("*.png"))
+    os.symlink(frame, root / "images" / frame.name)
+    label = np.asarray(Image.open(tiny_camseq / "labels" / frame.name)).copy()
+    label[0, 0] = 40
+    Image.fromarray(label).save(root / "labels" / frame.name)
+    with pytest.raises(ValueError, match=f"{frame.name}.*values \\[40\\] outside the class range 0..10"):
+        camseq.camseq_datalist(root)
+    (root / "labels" / frame.name).unlink()
+    with pytest.raises(FileNotFoundError, match="has no label"):
+        camseq.camseq_datalist(root)
