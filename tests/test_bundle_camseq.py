@@ -1,7 +1,8 @@
 """Smoke and unit tests of the ``bundles/camseq_snn`` MONAI bundle on real CamSeq01 frames, through the real CLI.
 
 Tiny settings: 6 real frames (the first 4 and the last 2 by name: 3 train, 1 validation, 2 test), channels
-(4, 8, 16, 32), 2 patches of 64 x 64 per frame, 1 epoch, T <= 2. Without the data the tests skip, under CI they fail.
+(4, 8, 16, 32), 2 patches of 64 x 64 per frame, 1 epoch, T <= 2; the directly trained Spiking-FCN / Spiking-DeepLab
+with widths (4, 4, 8) / 8. Without the data the tests skip, under CI they fail.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ TINY = {
     "num_calibration": 4,
     "percentile_candidates": "[99.9]",
     "eval_extra_steps": "{}",
+    "direct_steps": 2,
+    "direct_channels": "[4,4,8]",
+    "direct_head_channels": 8,
 }
 
 
@@ -118,6 +122,12 @@ def test_stages_write_models_and_metrics(pipeline):
     assert ev["info"]["models_from"] == "run" and ev["info"]["num_images"] == 2
     assert ev["finetuned"]["num_steps"] == 2 and ev["finetuned"]["key_metric"] == "miou"
     assert ev["finetuned"]["energy_snn_over_ann"] > 0
+    # the directly trained baselines, evaluated beside the U-Net pipeline (their T and architecture from settings)
+    for name in ("spiking_fcn", "spiking_deeplab"):
+        settings = json.loads((pipeline / f"train_{name}" / "snn_direct.json").read_text())
+        assert settings["architecture"] == name and settings["num_steps"] == 2
+        assert settings["kwargs"]["leak"] == 0.99 and settings["method"] == "bptt"
+        assert ev[name]["num_steps"] == 2 and 0.0 <= ev[name]["miou"] <= 1.0 and ev[name]["energy_snn_over_ann"] > 0
 
 
 def test_inference_contract(pipeline, tiny_camseq, tmp_path):
@@ -135,6 +145,24 @@ def test_inference_contract(pipeline, tiny_camseq, tmp_path):
         seg = Image.open(tmp_path / "out" / f"{image.stem}_seg.png")
         assert seg.mode == "L" and seg.size == Image.open(image).size == (480, 360)
         assert set(np.unique(np.asarray(seg))) <= set(range(11))
+
+
+def test_inference_with_a_directly_trained_network(pipeline, tiny_camseq, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for ext in (".pt", ".json"):
+        os.symlink(pipeline / "train_spiking_deeplab" / f"snn_direct{ext}", models / f"spiking_deeplab{ext}")
+    src = tmp_path / "in"
+    src.mkdir()
+    frame = sorted((tiny_camseq / "images").glob("*.png"))[-1]
+    os.symlink(frame, src / frame.name)
+    run_bundle(BUNDLE, ["common", "inference"], input_dir=src, output_dir=tmp_path / "out", models_dir=models,
+               network="spiking_deeplab")  # fmt: skip
+    seg = Image.open(tmp_path / "out" / f"{frame.stem}_seg.png")
+    assert seg.size == (480, 360) and set(np.unique(np.asarray(seg))) <= set(range(11))
+    proc = run_bundle(BUNDLE, ["common", "inference"], check=False, input_dir=src, output_dir=tmp_path / "o2",
+                      models_dir=models, network="spiking_deeplap")  # fmt: skip
+    assert proc.returncode != 0 and "spiking_deeplab" in proc.stderr  # the valid names, with the close match
 
 
 @pytest.mark.parametrize("case", ["grey", "size", "empty"])

@@ -26,6 +26,7 @@ from monai_snn.conversion import snn_settings
 from monai_snn.engines import SpikingEvaluator
 from monai_snn.handlers import NullWriter, stage_writer
 from monai_snn.networks import ConvertibleUNet
+from tests.conftest import REPO
 
 
 def _data(n: int = 6, seed: int = 0) -> list[dict]:
@@ -221,3 +222,29 @@ def test_keep_results_copies_result_jsons_only(tmp_path):
     assert json.loads((tmp_path / "kept" / got[0]).read_text()) == {"file": "fold1/convert/metrics.json"}
     with pytest.raises(FileNotFoundError, match="no result files in .*fold2"):
         keep_results(run, tmp_path / "kept")  # fold 2 has only a marker
+
+
+def test_bundle_stages_default_listed_and_errors(tmp_path):
+    from monai_snn.apps.cross_validation import STAGES, bundle_stages, run_cross_validation, split_overrides
+
+    assert list(bundle_stages(REPO / "bundles" / "em_snn")) == list(STAGES)  # no stages.json: the four stages
+    camseq = bundle_stages(REPO / "bundles" / "camseq_snn")
+    assert list(camseq) == ["train_ann", "convert", "finetune", "train_spiking_fcn", "train_spiking_deeplab",
+                            "evaluate"]  # fmt: skip
+    assert camseq["train_spiking_fcn"] == {"config": "train_direct.json", "set": {"direct_network": "spiking_fcn"}}
+    # a stage's own settings reach only that stage, and --set stage:key still wins
+    per = split_overrides(REPO / "bundles" / "camseq_snn", ["train_spiking_fcn", "train_spiking_deeplab"],
+                          {"train_spiking_fcn:direct_steps": "4", "max_epochs": "2"})  # fmt: skip
+    assert per["train_spiking_fcn"] == {"direct_network": "spiking_fcn", "direct_steps": "4", "max_epochs": "2"}
+    assert per["train_spiking_deeplab"] == {"direct_network": "spiking_deeplab", "max_epochs": "2"}
+    with pytest.raises(ValueError, match="unknown stage 'train_fcn'.*'train_spiking_fcn'"):
+        run_cross_validation(REPO / "bundles" / "camseq_snn", tmp_path / "run", folds=[0], stages=["train_fcn"])
+    bundle = tmp_path / "b"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "common.json").write_text("{}")
+    (bundle / "configs" / "stages.json").write_text('{"stages": [{"config": "x.json"}]}')
+    with pytest.raises(ValueError, match="stages.json: expected"):
+        bundle_stages(bundle)
+    (bundle / "configs" / "stages.json").write_text('{"stages": [{"name": "a"}]}')
+    with pytest.raises(ValueError, match="stage 'a' names a.json, which is not in"):
+        bundle_stages(bundle)

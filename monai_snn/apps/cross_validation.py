@@ -56,6 +56,7 @@ from monai_snn.apps.overrides import UnknownOverrideError, check_overrides
 
 __all__ = [
     "STAGES",
+    "bundle_stages",
     "RunnerLockedError",
     "runner_lock",
     "stage_command",
@@ -90,9 +91,50 @@ def _parse_sets(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def bundle_stages(bundle_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The stages of a bundle in pipeline order: ``{name: {"config": file in configs/, "set": {key: value}}}``.
+
+    By default :data:`STAGES`, each with ``configs/<stage>.json``. A bundle with more stages lists all of them in
+    ``configs/stages.json``: ``{"stages": [{"name": "train_ann"}, ..., {"name": "train_spiking_fcn", "config":
+    "train_direct.json", "set": {"direct_network": "spiking_fcn"}}, ...]}``; a stage without ``config`` uses
+    ``<name>.json``, ``set`` gives overrides that define the stage (``--set stage:key=value`` still wins). A stage
+    writes to ``<output_dir>/fold{k}/<name>``.
+
+    Raises:
+        ValueError: a malformed ``stages.json`` (named), a duplicate name or a missing config file.
+
+    Example::
+
+        list(bundle_stages("bundles/camseq_snn"))  # ['train_ann', 'convert', 'finetune', ..., 'evaluate']
+    """
+    cfg = Path(bundle_root).resolve() / "configs"
+    listing = cfg / "stages.json"
+    if not listing.is_file():
+        return {s: {"config": f"{s}.json", "set": {}} for s in STAGES}
+    try:
+        entries = json.loads(listing.read_text())["stages"]
+        specs = {}
+        for e in entries:
+            name = e["name"]
+            if name in specs:
+                raise ValueError(f"stage {name!r} is listed twice")
+            specs[name] = {"config": e.get("config", f"{name}.json"), "set": dict(e.get("set", {}))}
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(
+            f"{listing}: expected {{'stages': [{{'name': ..., 'config': ..., 'set': {{...}}}}, ...]}} ({e!r})."
+        ) from None
+    except ValueError as e:
+        raise ValueError(f"{listing}: {e}.") from None
+    for name, spec in specs.items():
+        if not (cfg / spec["config"]).is_file():
+            raise ValueError(f"{listing}: stage {name!r} names {spec['config']}, which is not in {cfg}.")
+    return specs
+
+
 def _config_files(bundle_root: str | os.PathLike, stage: str) -> list[Path]:
     cfg = Path(bundle_root).resolve() / "configs"
-    return [cfg / "common.json", cfg / f"{stage}.json"]
+    spec = bundle_stages(bundle_root).get(stage)
+    return [cfg / "common.json", cfg / (spec["config"] if spec else f"{stage}.json")]
 
 
 def split_overrides(
@@ -108,14 +150,15 @@ def split_overrides(
     """
     from monai.bundle import ConfigParser
 
+    specs = bundle_stages(bundle_root)
     configs = {s: ConfigParser.load_config_files([str(f) for f in _config_files(bundle_root, s)]) for s in stages}
-    per_stage: dict[str, dict[str, Any]] = {s: {} for s in stages}
+    per_stage: dict[str, dict[str, Any]] = {s: dict(specs[s]["set"]) if s in specs else {} for s in stages}
     items = sorted((overrides or {}).items(), key=lambda kv: ":" in kv[0].split("#")[0])  # stage:key wins
     for key, value in items:
         if ":" in key.split("#")[0]:
             stage, sub = key.split(":", 1)
-            if stage not in STAGES:
-                raise ValueError(f"override {key!r}: unknown stage {stage!r}; choose from {STAGES}.")
+            if stage not in specs:
+                raise ValueError(f"override {key!r}: unknown stage {stage!r}; choose from {tuple(specs)}.")
             if stage in configs:
                 check_overrides([sub], configs[stage], where=f"common.json + {stage}.json")
                 per_stage[stage][sub] = value
@@ -320,7 +363,7 @@ def _run_stage(cmd: list[str], log_path: Path, lock_fd: int) -> int:
 
 def _prepare(bundle_root: str | os.PathLike, output_dir: Path, overrides: dict[str, Any]) -> None:
     """Resolve the bundle's ``datalist`` once in the runner (data preparation, or its cache check)."""
-    parser = stage_config(bundle_root, STAGES[0], output_dir, 0, overrides)
+    parser = stage_config(bundle_root, next(iter(bundle_stages(bundle_root))), output_dir, 0, overrides)
     if "datalist" not in parser:
         return
     if "imports" in parser:
@@ -332,7 +375,7 @@ def run_cross_validation(
     bundle_root: str | os.PathLike,
     output_dir: str | os.PathLike,
     folds: Sequence[int] = (0, 1, 2, 3, 4),
-    stages: Sequence[str] = STAGES,
+    stages: Sequence[str] | None = None,
     overrides: dict | None = None,
     force: bool = False,
     quiet: bool = False,
@@ -343,7 +386,8 @@ def run_cross_validation(
         bundle_root: the bundle folder (``configs/common.json`` and one ``configs/<stage>.json`` per stage).
         output_dir: where every fold / stage writes (``<output_dir>/fold{k}/{stage}``).
         folds: folds to run.
-        stages: stages to run, in pipeline order.
+        stages: stages to run (run in the bundle's pipeline order); ``None``: all of the bundle's stages
+            (:func:`bundle_stages`).
         overrides: ``{key: value}`` passed as ``--key value`` to every stage whose configs define ``key``;
             ``{"stage:key": value}`` to that stage only.
         force: rerun stages whose marker is up to date (their earlier results are cleared first).
@@ -355,12 +399,14 @@ def run_cross_validation(
         RunnerLockedError: another runner works on ``output_dir``.
         subprocess.CalledProcessError: a stage failed (its log is ``<output_dir>/fold{k}/{stage}/stage.log``).
     """
-    for s in stages:
-        if s not in STAGES:
-            raise ValueError(f"unknown stage {s!r}; choose from {STAGES}.")
     if not (Path(bundle_root) / "configs" / "common.json").is_file():
         raise FileNotFoundError(f"{bundle_root} is not a monai_snn bundle (no configs/common.json).")
-    order = [s for s in STAGES if s in stages]
+    known = list(bundle_stages(bundle_root))
+    stages = known if stages is None else list(stages)
+    for s in stages:
+        if s not in known:
+            raise ValueError(f"unknown stage {s!r}; {bundle_root} has the stages {tuple(known)}.")
+    order = [s for s in known if s in stages]
     per_stage = split_overrides(bundle_root, order, overrides)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -430,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     p.add_argument("--bundle_root", required=True, help="bundle folder, e.g. bundles/hippocampus_snn")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    p.add_argument("--stages", nargs="+", default=None,
+                   help="stages to run (default: all of the bundle's, e.g. train_ann convert finetune evaluate)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="bundle overrides, passed as --KEY VALUE to every stage that defines KEY (e.g. "
                         "loss_name=dice); STAGE:KEY=VALUE for one stage (e.g. finetune:max_epochs=3)")

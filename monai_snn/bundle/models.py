@@ -3,8 +3,10 @@
 """Select a bundle's shipped model by name: ``--network ann|converted|finetuned``.
 
 A bundle lists its models in a config mapping, name -> weights file; each file has its settings next to it
-(``<stem>.json``). SNN settings (they hold ``neuron``, written by :func:`monai_snn.conversion.save_snn`) rebuild the
-spiking network with :func:`monai_snn.conversion.build_snn`; other files are ANN state dicts for ``network_def``.
+(``<stem>.json``). Settings with ``architecture`` (a directly trained network such as Spiking-FCN) rebuild it with
+:func:`monai_snn.networks.make_network`; SNN settings (they hold ``neuron``, written by
+:func:`monai_snn.conversion.save_snn`) rebuild the converted spiking network with
+:func:`monai_snn.conversion.build_snn`; other files are ANN state dicts for ``network_def``.
 
 Example (a bundle config)::
 
@@ -69,6 +71,14 @@ def load_model(
     path = Path(look_up_option(name, dict(models)))
     if not path.is_file():
         raise FileNotFoundError(f"weights of the {name!r} model not found: {path} (ship or train it first).")
+    settings = _settings(path)
+    if "architecture" in settings:  # a directly trained network (e.g. Spiking-FCN): rebuilt from its settings
+        from monai_snn.networks.segmentation import make_network
+
+        net = load_weights(make_network(settings["architecture"], **settings.get("kwargs", {})), path)
+        if num_steps is not None:
+            net.num_steps = int(num_steps)
+        return net.eval()
     net = copy.deepcopy(network_def)
     if model_kind(path) == "snn":
         snn = build_snn(net, path)

@@ -44,7 +44,7 @@ from monai_snn.neurons.temporal import BatchNormThroughTime, TimeStepped
 from monai_snn.networks.convertible_unet import check_unet_input
 from monai_snn.networks.simulator import SpikingSimulator
 
-__all__ = ["DeepLab", "FCN", "SpikingDeepLab", "SpikingFCN"]
+__all__ = ["DeepLab", "FCN", "SpikingDeepLab", "SpikingFCN", "NETWORKS", "make_network"]
 
 torch.fx.wrap(check_unet_input)  # a leaf call in this module's traced forward too (wrap is per module)
 
@@ -234,6 +234,17 @@ class _SpikingSegmentation(SpikingSimulator):
         gm = torch.fx.GraphModule(body, _Tracer().trace(body))
         super().__init__(gm, num_steps, encoding, chunk_size, in_channels=in_channels, spatial_dims=spatial_dims)
         self.max_steps = num_steps
+        #: what :func:`make_network` needs to rebuild this network (saved next to its weights)
+        self.settings = {
+            "architecture": f"spiking_{arch}",
+            "kwargs": {
+                "in_channels": in_channels, "out_channels": out_channels, "num_steps": num_steps,
+                "spatial_dims": spatial_dims, "channels": list(channels), "head_channels": head_channels,
+                "leak": float(leak), "v_threshold": float(v_threshold),
+                "surrogate": surrogate if isinstance(surrogate, str) else repr(surrogate),
+                "encoding": encoding if isinstance(encoding, str) else repr(encoding),
+            },
+        }  # fmt: skip
         self.metadata.update(
             {
                 "architecture": f"spiking_{arch}",
@@ -341,3 +352,31 @@ class SpikingFCN(_SpikingSegmentation):
             "fcn", in_channels, out_channels, num_steps, spatial_dims, channels, head_channels, leak,
             v_threshold, surrogate, encoding, chunk_size,
         )  # fmt: skip
+
+
+NETWORKS: dict[str, type[nn.Module]] = {
+    "spiking_fcn": SpikingFCN,
+    "spiking_deeplab": SpikingDeepLab,
+    "fcn": FCN,
+    "deeplab": DeepLab,
+}
+"""The directly trained baselines and their ANN twins by name (``--network`` choices of the bundles)."""
+
+
+def make_network(name: str, **kwargs: Any) -> nn.Module:
+    """Build a network of :data:`NETWORKS` by name.
+
+    Args:
+        name: ``"spiking_fcn"``, ``"spiking_deeplab"``, ``"fcn"`` or ``"deeplab"`` (or any registered name).
+        kwargs: the constructor's arguments.
+
+    Raises:
+        ValueError: unknown name (MONAI's ``look_up_option`` message: the closest name and the valid ones).
+
+    Example::
+
+        snn = make_network("spiking_deeplab", in_channels=3, out_channels=11, num_steps=20)
+    """
+    from monai_snn.neurons.registry import look_up
+
+    return look_up("network", name, NETWORKS)(**kwargs)
