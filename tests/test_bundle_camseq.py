@@ -130,6 +130,23 @@ def test_stages_write_models_and_metrics(pipeline):
         assert ev[name]["num_steps"] == 2 and 0.0 <= ev[name]["miou"] <= 1.0 and ev[name]["energy_snn_over_ann"] > 0
 
 
+def test_optional_robustness_stage(pipeline, tiny_camseq):
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    keys = ("channels", "num_val", "num_test")
+    with stage_environment():
+        status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["robustness"], quiet=True,
+                                      overrides={**{k: TINY[k] for k in keys}, "data_dir": str(tiny_camseq),
+                                                 "noise_sigmas": "[0.2]"})  # fmt: skip
+    assert status == {"fold0/robustness": "done"}
+    r = json.loads((pipeline / "robustness" / "robustness.json").read_text())
+    assert set(r) >= {"ann", "converted", "finetuned", "spiking_fcn", "spiking_deeplab"} and r["sigmas"] == ["0", "0.2"]
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    for name in ("ann", "spiking_deeplab"):  # the clean score is the evaluate stage's (Poisson seeds aside for SNNs)
+        assert r[name]["score"]["0"] == pytest.approx(ev[name]["miou"], abs=0.05 if name != "ann" else 1e-6)
+    assert (pipeline / "robustness" / "robustness.png").is_file()
+
+
 def test_inference_contract(pipeline, tiny_camseq, tmp_path):
     models = tmp_path / "models"
     models.mkdir()

@@ -230,7 +230,8 @@ def test_bundle_stages_default_listed_and_errors(tmp_path):
     assert list(bundle_stages(REPO / "bundles" / "em_snn")) == list(STAGES)  # no stages.json: the four stages
     camseq = bundle_stages(REPO / "bundles" / "camseq_snn")
     assert list(camseq) == ["train_ann", "convert", "finetune", "train_spiking_fcn", "train_spiking_deeplab",
-                            "evaluate"]  # fmt: skip
+                            "evaluate", "robustness"]  # fmt: skip
+    assert camseq["robustness"] == {"config": ["evaluate.json", "robustness.json"], "set": {}, "optional": True}
     assert camseq["train_spiking_fcn"] == {"config": "train_direct.json", "set": {"direct_network": "spiking_fcn"}}
     # a stage's own settings reach only that stage, and --set stage:key still wins
     per = split_overrides(REPO / "bundles" / "camseq_snn", ["train_spiking_fcn", "train_spiking_deeplab"],
@@ -248,3 +249,39 @@ def test_bundle_stages_default_listed_and_errors(tmp_path):
     (bundle / "configs" / "stages.json").write_text('{"stages": [{"name": "a"}]}')
     with pytest.raises(ValueError, match="stage 'a' names a.json, which is not in"):
         bundle_stages(bundle)
+
+
+def test_noisy_input_inferer_is_reproducible_and_clips():
+    from monai_snn.inferers import NoisyInputInferer
+
+    x = torch.full((2, 1, 8, 8), 0.5)
+    a, b = NoisyInputInferer(sigma=0.3, seed=1), NoisyInputInferer(sigma=0.3, seed=1)
+    first = a(x, lambda t: t)
+    assert torch.equal(first, b(x, lambda t: t))  # same seed, same call number: same noise
+    assert not torch.equal(first, a(x, lambda t: t))  # the next call (next batch) draws new noise
+    assert (first - x).std().item() == pytest.approx(0.3, rel=0.25)
+    clipped = NoisyInputInferer(sigma=2.0, clip=(0.0, 1.0))(x, lambda t: t)
+    assert clipped.min() >= 0 and clipped.max() <= 1 and clipped.unique().numel() > 2
+    assert torch.equal(NoisyInputInferer(sigma=0.0)(x, lambda t: t), x)
+    with pytest.raises(ValueError, match="sigma must be a finite number >= 0"):
+        NoisyInputInferer(sigma=-1.0)
+    with pytest.raises(ValueError, match="clip must be \\(low, high\\)"):
+        NoisyInputInferer(clip=(1.0, 0.0))
+
+
+def test_evaluate_robustness_drops_with_noise(tmp_path):
+    from monai_snn.bundle import evaluate_robustness
+
+    net = torch.nn.Conv2d(1, 1, 1)  # sigmoid(100 x - 50) > 0.5 <=> x > 0.5: a perfect model on clean inputs
+    with torch.no_grad():
+        net.weight.fill_(100.0)
+        net.bias.fill_(-50.0)
+    torch.save(net.state_dict(), tmp_path / "ann.pt")
+    r = evaluate_robustness(_factory(), _loader(_data()), {"ann": str(tmp_path / "ann.pt"), "gone": "missing.pt"},
+                            torch.nn.Conv2d(1, 1, 1), tmp_path / "rob", sigmas=[0.3, 0.1], clip=(0, 1))  # fmt: skip
+    assert r["sigmas"] == ["0", "0.1", "0.3"] and "gone" not in r
+    score, drop = r["ann"]["score"], r["ann"]["relative_drop_percent"]
+    assert score["0"] == pytest.approx(1.0) and drop["0"] == 0.0
+    assert 0 < drop["0.1"] < drop["0.3"] and drop["0.3"] == pytest.approx(100 * (1 - score["0.3"]))
+    assert (tmp_path / "rob" / "robustness.png").is_file()
+    assert json.loads((tmp_path / "rob" / "robustness.json").read_text())["info"]["clip"] == [0, 1]

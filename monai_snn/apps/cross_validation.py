@@ -97,8 +97,10 @@ def bundle_stages(bundle_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     By default :data:`STAGES`, each with ``configs/<stage>.json``. A bundle with more stages lists all of them in
     ``configs/stages.json``: ``{"stages": [{"name": "train_ann"}, ..., {"name": "train_spiking_fcn", "config":
     "train_direct.json", "set": {"direct_network": "spiking_fcn"}}, ...]}``; a stage without ``config`` uses
-    ``<name>.json``, ``set`` gives overrides that define the stage (``--set stage:key=value`` still wins). A stage
-    writes to ``<output_dir>/fold{k}/<name>``.
+    ``<name>.json``; ``config`` may also be a list of files merged in order over ``common.json`` (e.g.
+    ``["evaluate.json", "robustness.json"]``); ``set`` gives overrides that define the stage (``--set
+    stage:key=value`` still wins); ``"optional": true`` leaves the stage out of the default run (name it in
+    ``stages``). A stage writes to ``<output_dir>/fold{k}/<name>``.
 
     Raises:
         ValueError: a malformed ``stages.json`` (named), a duplicate name or a missing config file.
@@ -119,6 +121,8 @@ def bundle_stages(bundle_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
             if name in specs:
                 raise ValueError(f"stage {name!r} is listed twice")
             specs[name] = {"config": e.get("config", f"{name}.json"), "set": dict(e.get("set", {}))}
+            if e.get("optional"):
+                specs[name]["optional"] = True
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(
             f"{listing}: expected {{'stages': [{{'name': ..., 'config': ..., 'set': {{...}}}}, ...]}} ({e!r})."
@@ -126,15 +130,18 @@ def bundle_stages(bundle_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     except ValueError as e:
         raise ValueError(f"{listing}: {e}.") from None
     for name, spec in specs.items():
-        if not (cfg / spec["config"]).is_file():
-            raise ValueError(f"{listing}: stage {name!r} names {spec['config']}, which is not in {cfg}.")
+        files = [spec["config"]] if isinstance(spec["config"], str) else list(spec["config"])
+        for f in files:
+            if not (cfg / f).is_file():
+                raise ValueError(f"{listing}: stage {name!r} names {f}, which is not in {cfg}.")
     return specs
 
 
 def _config_files(bundle_root: str | os.PathLike, stage: str) -> list[Path]:
     cfg = Path(bundle_root).resolve() / "configs"
     spec = bundle_stages(bundle_root).get(stage)
-    return [cfg / "common.json", cfg / (spec["config"] if spec else f"{stage}.json")]
+    files = [f"{stage}.json"] if spec is None else spec["config"]
+    return [cfg / "common.json"] + [cfg / f for f in ([files] if isinstance(files, str) else files)]
 
 
 def split_overrides(
@@ -386,8 +393,8 @@ def run_cross_validation(
         bundle_root: the bundle folder (``configs/common.json`` and one ``configs/<stage>.json`` per stage).
         output_dir: where every fold / stage writes (``<output_dir>/fold{k}/{stage}``).
         folds: folds to run.
-        stages: stages to run (run in the bundle's pipeline order); ``None``: all of the bundle's stages
-            (:func:`bundle_stages`).
+        stages: stages to run (run in the bundle's pipeline order); ``None``: the bundle's stages
+            (:func:`bundle_stages`) except the optional ones.
         overrides: ``{key: value}`` passed as ``--key value`` to every stage whose configs define ``key``;
             ``{"stage:key": value}`` to that stage only.
         force: rerun stages whose marker is up to date (their earlier results are cleared first).
@@ -401,8 +408,9 @@ def run_cross_validation(
     """
     if not (Path(bundle_root) / "configs" / "common.json").is_file():
         raise FileNotFoundError(f"{bundle_root} is not a monai_snn bundle (no configs/common.json).")
-    known = list(bundle_stages(bundle_root))
-    stages = known if stages is None else list(stages)
+    specs = bundle_stages(bundle_root)
+    known = list(specs)
+    stages = [s for s in known if not specs[s].get("optional")] if stages is None else list(stages)
     for s in stages:
         if s not in known:
             raise ValueError(f"unknown stage {s!r}; {bundle_root} has the stages {tuple(known)}.")

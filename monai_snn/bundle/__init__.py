@@ -3,7 +3,7 @@
 * model selection (``--network ann|converted|finetuned``) and inputs (a file, a folder or a datalist):
   :func:`load_model`, :func:`input_items`;
 * evaluation through the bundle's evaluator factory: :func:`run_evaluator`, the evaluate stage
-  :func:`evaluate_models`;
+  :func:`evaluate_models`; robustness to input noise: :func:`evaluate_robustness`;
 * the conversion stage: :func:`calibration_batch`, :func:`select_percentile`, :func:`run_conversion`;
 * result files: :func:`write_json`, :func:`machine_info`, :func:`export_snn`, :func:`portable_path` /
   :func:`resolve_path`.
@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from monai_snn.bundle.conversion import calibration_batch, run_conversion, select_percentile
-from monai_snn.bundle.evaluation import evaluate_models, metric_vs_steps_figure, run_evaluator
+from monai_snn.bundle.evaluation import evaluate_models, evaluate_robustness, metric_vs_steps_figure, run_evaluator
 from monai_snn.bundle.inputs import default_data_dir, input_items, load_scripts
 from monai_snn.bundle.models import load_model, model_kind
 from monai_snn.bundle.results import as_number, export_snn, machine_info, portable_path, resolve_path, write_json
@@ -22,6 +22,7 @@ __all__ = [
     "calibration_batch",
     "default_data_dir",
     "evaluate_models",
+    "evaluate_robustness",
     "export_snn",
     "input_items",
     "load_model",
