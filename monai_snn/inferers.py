@@ -137,4 +137,5 @@ class NoisyInputInferer(Inferer):
         return self.inferer(inputs, network, *args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(sigma={self.sigma}, seed={self.seed}, clip={self.clip}, inferer={self.inferer!r})"
+        name = type(self).__name__
+        return f"{name}(sigma={self.sigma}, seed={self.seed}, clip={self.clip}, inferer={self.inferer!r})"
