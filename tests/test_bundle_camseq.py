@@ -130,6 +130,28 @@ def test_stages_write_models_and_metrics(pipeline):
         assert ev[name]["num_steps"] == 2 and 0.0 <= ev[name]["miou"] <= 1.0 and ev[name]["energy_snn_over_ann"] > 0
 
 
+def test_directly_trained_spiking_unet_stage(pipeline, tiny_camseq):
+    """The optional DT stage of the Spiking-UNet paper's tables: a Spiking-UNet with multi-level neurons, by BPTT."""
+    from monai_snn.apps.cross_validation import run_cross_validation
+    from monai_snn.bundle import load_model
+    from monai_snn.neurons import MultiLevelNeuron
+
+    tiny = "{'channels': [4, 8, 16, 32], 'neuron': 'multi_level', 'surrogate': 'rectangle'}"
+    keys = ("num_val", "num_test", "max_epochs", "val_interval", "image_repeats", "patches_per_image", "patch_size",
+            "direct_steps")  # fmt: skip
+    with stage_environment():
+        status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["train_unet_ml"], quiet=True,
+                                      overrides={**{k: TINY[k] for k in keys}, "data_dir": str(tiny_camseq),
+                                                 "train_unet_ml:direct_kwargs": tiny})  # fmt: skip
+    assert status == {"fold0/train_unet_ml": "done"}
+    weights = pipeline / "train_unet_ml" / "snn_direct.pt"
+    settings = json.loads(weights.with_suffix(".json").read_text())
+    assert settings["architecture"] == "spiking_unet" and settings["kwargs"]["neuron"] == "multi_level"
+    snn = load_model("unet_ml", {"unet_ml": str(weights)}, torch.nn.Identity())
+    assert snn.num_steps == 2 and any(isinstance(m, MultiLevelNeuron) for m in snn.modules())
+    assert snn(torch.rand(1, 3, 64, 64)).shape == (1, 11, 64, 64)
+
+
 def test_optional_robustness_stage(pipeline, tiny_camseq):
     from monai_snn.apps.cross_validation import run_cross_validation
 

@@ -230,7 +230,9 @@ def test_bundle_stages_default_listed_and_errors(tmp_path):
     assert list(bundle_stages(REPO / "bundles" / "em_snn")) == list(STAGES)  # no stages.json: the four stages
     camseq = bundle_stages(REPO / "bundles" / "camseq_snn")
     assert list(camseq) == ["train_ann", "convert", "finetune", "train_spiking_fcn", "train_spiking_deeplab",
-                            "evaluate", "robustness"]  # fmt: skip
+                            "train_unet_mt", "train_unet_ml", "train_unet_rs", "evaluate", "robustness"]  # fmt: skip
+    assert [s for s, spec in camseq.items() if spec.get("optional")] == ["train_unet_mt", "train_unet_ml",
+                                                                           "train_unet_rs", "robustness"]  # fmt: skip
     assert camseq["robustness"] == {"config": ["evaluate.json", "robustness.json"], "set": {}, "optional": True}
     assert camseq["train_spiking_fcn"] == {"config": "train_direct.json", "set": {"direct_network": "spiking_fcn"}}
     # a stage's own settings reach only that stage, and --set stage:key still wins

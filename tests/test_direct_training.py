@@ -201,3 +201,20 @@ def test_direct_training_end_to_end_learns_a_toy_segmentation():
     with torch.no_grad():
         pred = snn(data[0]["image"]).argmax(1)
     assert (pred == data[0]["label"]).float().mean() > 0.8
+
+
+def test_make_network_builds_every_registered_network():
+    from monai_snn.networks import NETWORKS, make_network
+
+    x = torch.rand(1, 3, 16, 16)
+    for name in NETWORKS:
+        kwargs = {"channels": (4, 8, 8)} if name == "spiking_unet" else dict(TINY)
+        if name.startswith("spiking"):
+            kwargs["num_steps"] = 2
+        net = make_network(name, in_channels=3, out_channels=4, **kwargs).eval()
+        assert net(x).shape == (1, 4, 16, 16), name
+    rs = make_network("spiking_unet", in_channels=3, out_channels=4, num_steps=2, channels=(4, 8), neuron="real_spike")
+    assert [m.num_channels for m in rs.modules() if isinstance(m, RealSpikeNeuron)][:2] == [4, 4]
+    assert rs.settings["kwargs"]["neuron"] == "real_spike"  # what a settings file stores to rebuild it
+    with pytest.raises(ValueError, match="network.*spiking_fcn"):
+        make_network("spiking_fnc", in_channels=3, out_channels=4)

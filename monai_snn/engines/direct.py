@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from torch import nn
@@ -22,6 +23,7 @@ def spiking_from_scratch(
     thresholds: Sequence[float] = (2.0, 1.0, 0.5, 0.25),
     initial_potential: float = 0.0,
     chunk_size: int | None = None,
+    leak: float = 1.0,
 ) -> SpikingSimulator:
     """An untrained spiking copy of ``ann`` for direct training with surrogate gradients (BPTT).
 
@@ -34,13 +36,15 @@ def spiking_from_scratch(
     Args:
         ann: the ANN whose architecture (and initial weights) to use, e.g. a fresh ``ConvertibleUNet``.
         num_steps: simulation length ``T``.
-        neuron: ``"if"`` (one threshold) or ``"multi_threshold"``.
+        neuron: a :data:`~monai_snn.neurons.NEURONS` name: ``"if"``, ``"multi_threshold"``, ``"lif"``,
+            ``"multi_level"`` (Feng et al.) or ``"real_spike"`` (Guo et al.).
         encoding: ``"static"`` (analog current into the first layer), ``"poisson_binary"`` or
             ``"poisson_ternary"``, or an :class:`~monai_snn.encoding.Encoder`.
         surrogate: surrogate gradient (``"triangle"``, ``"relative_triangle"`` or ``"sigmoid"``).
         thresholds: relative levels of the multi-threshold neuron.
         initial_potential: fraction of the smallest threshold the membranes start from (0.0 as in the papers).
         chunk_size: see :class:`~monai_snn.networks.SpikingSimulator`.
+        leak: membrane decay per step of leaky neurons (``"lif"``, ``"real_spike"``), in (0, 1].
 
     Returns:
         ``convert_to_snn(ann, None, normalization="none", ...)``: a :class:`~monai_snn.networks.SpikingSimulator`.
@@ -51,15 +55,19 @@ def spiking_from_scratch(
         trainer = SpikingTrainer("cpu", 100, loader, snn, torch.optim.Adam(snn.parameters(), 1e-3),
                                  monai.losses.DiceCELoss(sigmoid=True), method="bptt")
     """
-    return convert_to_snn(
-        ann,
-        None,
-        normalization="none",
-        neuron=neuron,
-        thresholds=thresholds,
-        num_steps=num_steps,
-        encoding=encoding,
-        initial_potential=initial_potential,
-        chunk_size=chunk_size,
-        surrogate=surrogate,
-    )
+    # convert_to_snn warns that leaky neurons make a conversion approximate; nothing is converted here
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*conversion is approximate")
+        return convert_to_snn(
+            ann,
+            None,
+            normalization="none",
+            neuron=neuron,
+            thresholds=thresholds,
+            num_steps=num_steps,
+            encoding=encoding,
+            initial_potential=initial_potential,
+            chunk_size=chunk_size,
+            surrogate=surrogate,
+            leak=leak,
+        )

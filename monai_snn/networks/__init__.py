@@ -5,4 +5,12 @@ from __future__ import annotations
 
 from monai_snn.networks.convertible_unet import ConvertibleUNet, check_unet_input
 from monai_snn.networks.simulator import SpikingSimulator
-from monai_snn.networks.segmentation import FCN, NETWORKS, DeepLab, SpikingDeepLab, SpikingFCN, make_network
+from monai_snn.networks.segmentation import (
+    FCN,
+    NETWORKS,
+    DeepLab,
+    SpikingDeepLab,
+    SpikingFCN,
+    make_network,
+    spiking_unet,
+)

@@ -44,7 +44,7 @@ from monai_snn.neurons.temporal import BatchNormThroughTime, TimeStepped
 from monai_snn.networks.convertible_unet import check_unet_input
 from monai_snn.networks.simulator import SpikingSimulator
 
-__all__ = ["DeepLab", "FCN", "SpikingDeepLab", "SpikingFCN", "NETWORKS", "make_network"]
+__all__ = ["DeepLab", "FCN", "SpikingDeepLab", "SpikingFCN", "spiking_unet", "NETWORKS", "make_network"]
 
 torch.fx.wrap(check_unet_input)  # a leaf call in this module's traced forward too (wrap is per module)
 
@@ -354,20 +354,85 @@ class SpikingFCN(_SpikingSegmentation):
         )  # fmt: skip
 
 
-NETWORKS: dict[str, type[nn.Module]] = {
+def spiking_unet(
+    in_channels: int,
+    out_channels: int,
+    num_steps: int,
+    spatial_dims: int = 2,
+    channels: Sequence[int] = (16, 32, 64, 128),
+    bias: bool = True,
+    dropout: float = 0.0,
+    neuron: str = "multi_threshold",
+    surrogate: str = "triangle",
+    encoding: str = "static",
+    thresholds: Sequence[float] = (2.0, 1.0, 0.5, 0.25),
+    initial_potential: float = 0.0,
+    leak: float = 1.0,
+) -> SpikingSimulator:
+    """A Spiking-UNet for direct training (the "DT" columns of the Spiking-UNet paper's Tables 2 and 3).
+
+    The :class:`~monai_snn.networks.ConvertibleUNet` architecture with random weights and every ReLU replaced by
+    ``neuron`` (:func:`~monai_snn.engines.spiking_from_scratch`): ``"multi_threshold"`` (MT), ``"multi_level"``
+    (ML, Feng et al.; use ``surrogate="rectangle"``) or ``"real_spike"`` (RS, Guo et al.), trained with BPTT. The
+    returned network carries ``settings`` so that :func:`make_network` rebuilds it from its settings file.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        num_steps: time steps ``T``.
+        spatial_dims: 2 or 3.
+        channels: U-Net widths per level.
+        bias: convolution biases.
+        dropout: dropout after each level (one mask per sample, shared by all steps).
+        neuron: a :data:`~monai_snn.neurons.NEURONS` name.
+        surrogate: a :data:`~monai_snn.neurons.SURROGATES` name.
+        encoding: input encoding.
+        thresholds: levels of the multi-threshold neuron.
+        initial_potential: initial membrane potential (fraction of the smallest threshold).
+        leak: leak of leaky neurons (``"lif"``, ``"real_spike"``).
+
+    Raises:
+        ValueError: unknown neuron / surrogate / encoding names, bad sizes (named).
+
+    Example::
+
+        snn = spiking_unet(3, 11, num_steps=20, neuron="multi_level", surrogate="rectangle")
+    """
+    from monai_snn.engines.direct import spiking_from_scratch
+    from monai_snn.networks.convertible_unet import ConvertibleUNet
+
+    ann = ConvertibleUNet(spatial_dims, in_channels, out_channels, tuple(channels), bias=bias, dropout=dropout)
+    snn = spiking_from_scratch(ann, num_steps, neuron=neuron, encoding=encoding, surrogate=surrogate,
+                               thresholds=tuple(thresholds), initial_potential=initial_potential, leak=leak)  # fmt: skip
+    snn.settings = {
+        "architecture": "spiking_unet",
+        "kwargs": {
+            "in_channels": in_channels, "out_channels": out_channels, "num_steps": num_steps,
+            "spatial_dims": spatial_dims, "channels": list(channels), "bias": bias, "dropout": dropout,
+            "neuron": neuron, "surrogate": surrogate, "encoding": encoding, "thresholds": list(thresholds),
+            "initial_potential": initial_potential, "leak": leak,
+        },
+    }  # fmt: skip
+    return snn
+
+
+NETWORKS: dict[str, Any] = {
     "spiking_fcn": SpikingFCN,
     "spiking_deeplab": SpikingDeepLab,
+    "spiking_unet": spiking_unet,
     "fcn": FCN,
     "deeplab": DeepLab,
 }
-"""The directly trained baselines and their ANN twins by name (``--network`` choices of the bundles)."""
+"""The directly trained networks (Spiking-FCN / Spiking-DeepLab, Spiking-UNet with any neuron) and the ANN twins by
+name; :func:`make_network` builds them, and a bundle's settings file names one to rebuild a trained model."""
 
 
 def make_network(name: str, **kwargs: Any) -> nn.Module:
     """Build a network of :data:`NETWORKS` by name.
 
     Args:
-        name: ``"spiking_fcn"``, ``"spiking_deeplab"``, ``"fcn"`` or ``"deeplab"`` (or any registered name).
+        name: ``"spiking_fcn"``, ``"spiking_deeplab"``, ``"spiking_unet"``, ``"fcn"`` or ``"deeplab"`` (or any
+            registered name).
         kwargs: the constructor's arguments.
 
     Raises:
