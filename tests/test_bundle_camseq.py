@@ -130,6 +130,23 @@ def test_stages_write_models_and_metrics(pipeline):
         assert ev[name]["num_steps"] == 2 and 0.0 <= ev[name]["miou"] <= 1.0 and ev[name]["energy_snn_over_ann"] > 0
 
 
+def test_training_cost_comparison(pipeline, tmp_path):
+    from monai_snn.apps.compare import main
+
+    res = main(["--fold_dir", str(pipeline), "--output_dir", str(tmp_path / "cmp"), "--title", "tiny"])
+    rows = {r["model"]: r for r in res["rows"]}
+    assert {"ann", "converted", "finetuned", "spiking_fcn", "spiking_deeplab"} <= set(rows)
+    assert rows["finetuned"]["iterations"] > rows["ann"]["iterations"] > 0  # the pipeline's stages add up
+    assert rows["finetuned"]["seconds"] > rows["converted"]["seconds"] > rows["ann"]["seconds"] > 0
+    assert rows["spiking_fcn"]["T"] == 2 and rows["ann"]["T"] is None
+    assert set(res["curves"]) >= {"conversion + fine-tuning", "direct: spiking_fcn", "direct: spiking_deeplab"}
+    ft = res["curves"]["conversion + fine-tuning"]
+    assert ft["seconds"] == sorted(ft["seconds"]) and len(ft["values"]) == 3  # ANN epoch, converted, FT epoch
+    table = (tmp_path / "cmp" / "training_cost.md").read_text()
+    assert "| direct: spiking_deeplab | spiking_deeplab | 2 |" in table
+    assert (tmp_path / "cmp" / "training_curves.png").stat().st_size > 1000
+
+
 def test_directly_trained_spiking_unet_stage(pipeline, tiny_camseq):
     """The optional DT stage of the Spiking-UNet paper's tables: a Spiking-UNet with multi-level neurons, by BPTT."""
     from monai_snn.apps.cross_validation import run_cross_validation

@@ -1,0 +1,226 @@
+# Copyright (c) monai_snn contributors
+# Licensed under the Apache License, Version 2.0
+"""Direct training vs conversion + fine-tuning: accuracy and training cost of one fold of a bundle run.
+
+Reads what the stages of a fold already wrote (no model is run again):
+
+* ``evaluate/metrics.json``: the test score of every model (key metric), its ``T`` and estimated energy over the ANN;
+* each training stage's TensorBoard run: the validation key metric after every epoch with its wall-clock time, and
+  the training iterations (the ``train_loss`` steps);
+* each stage's ``done.json``: its wall-clock seconds.
+
+The conversion pipeline's cost is the sum of its stages (``train_ann`` + ``convert`` + ``finetune``); a directly
+trained network's is its own stage (``train_<name>``). The curves put every validation point at the cumulative
+iterations and wall-clock of its pipeline (fine-tuning starts where the ANN training and the conversion ended), as
+the hippocampus paper's Table 3 / Fig. 6B compare them. Wall-clock times are only comparable within one run on one
+machine; they are printed as measured, with the machine of the evaluate stage.
+
+Example::
+
+    python -m monai_snn.apps.compare --fold_dir runs/camseq/fold0 --output_dir bundles/camseq_snn/docs/results/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["stage_curve", "training_cost", "write_comparison", "main"]
+
+PIPELINE = ("train_ann", "convert", "finetune")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: run that stage first.") from None
+
+
+def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
+    """Validation curve and cost of one training stage from its TensorBoard run and ``done.json``.
+
+    Args:
+        stage_dir: e.g. ``runs/camseq/fold0/train_ann``.
+        metric: the validation metric's TensorBoard tag (the bundle's key metric, e.g. ``"miou"``).
+
+    Returns:
+        ``{"epochs": [...], "values": [...], "elapsed_s": [...], "iterations": int, "seconds": float}``: the
+        validation value after each epoch, seconds since the first event of the run, the training iterations of
+        the stage (0 without a ``train_loss`` tag) and the stage's wall-clock seconds (``done.json``).
+
+    Raises:
+        FileNotFoundError: no TensorBoard run or no ``done.json`` in ``stage_dir``.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    stage_dir = Path(stage_dir)
+    done = _read_json(stage_dir / "done.json")
+    files = sorted(stage_dir.glob("events.out.tfevents.*"))
+    if not files:
+        raise FileNotFoundError(f"no TensorBoard run in {stage_dir}.")
+    epochs: dict[int, tuple[float, float]] = {}
+    iterations, t0 = 0, None
+    for f in files:
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = acc.Tags()["scalars"]
+        for tag in ("train_loss", metric):
+            for e in acc.Scalars(tag) if tag in tags else []:
+                t0 = e.wall_time if t0 is None else min(t0, e.wall_time)
+        if "train_loss" in tags:
+            iterations = max([iterations] + [e.step for e in acc.Scalars("train_loss")])
+        if metric in tags:
+            for e in acc.Scalars(metric):
+                epochs[e.step] = (e.value, e.wall_time)  # a resumed run rewrites an epoch: the last one counts
+    steps = sorted(epochs)
+    return {
+        "epochs": steps,
+        "values": [epochs[s][0] for s in steps],
+        "elapsed_s": [epochs[s][1] - (t0 or epochs[s][1]) for s in steps],
+        "iterations": int(iterations),
+        "seconds": float(done.get("seconds", 0.0)),
+    }
+
+
+def training_cost(fold_dir: str | Path) -> dict[str, Any]:
+    """Test score, T, energy and training cost of every model of a fold, with the validation curves per pipeline.
+
+    Args:
+        fold_dir: a fold of a runner output (``<output_dir>/fold{k}``) with an ``evaluate`` stage.
+
+    Returns:
+        ``{"metric", "rows": [{"pipeline", "model", "T", "test", "energy_vs_ann", "iterations", "seconds"}, ...],
+        "curves": {pipeline: {"iterations": [...], "seconds": [...], "values": [...]}}, "info": {...}}``.
+
+    Raises:
+        FileNotFoundError: no ``evaluate/metrics.json``, or a stage without its TensorBoard run / ``done.json``.
+    """
+    fold = Path(fold_dir)
+    ev = _read_json(fold / "evaluate" / "metrics.json")
+    models = {k: v for k, v in ev.items() if isinstance(v, dict) and "key_metric" in v}
+    if not models:
+        raise FileNotFoundError(f"{fold / 'evaluate' / 'metrics.json'} holds no evaluated model.")
+    metric = next(iter(models.values()))["key_metric"]
+    rows, curves = [], {}
+
+    def row(pipeline: str, model: str, iterations: int, seconds: float) -> None:
+        m = models.get(model)
+        if m is None:
+            return
+        rows.append({"pipeline": pipeline, "model": model, "T": m.get("num_steps"), "test": m[metric],
+                     "energy_vs_ann": m.get("energy_snn_over_ann"), "iterations": iterations,
+                     "seconds": seconds})  # fmt: skip
+
+    if (fold / "train_ann" / "done.json").is_file():
+        ann = stage_curve(fold / "train_ann", metric)
+        row("conversion + fine-tuning", "ann", ann["iterations"], ann["seconds"])
+        its, secs = _cumulative(ann, 0, 0.0)
+        vals = list(ann["values"])
+        convert_done = fold / "convert" / "done.json"
+        convert_s = float(_read_json(convert_done).get("seconds", 0.0)) if convert_done.is_file() else 0.0
+        row("conversion + fine-tuning", "converted", ann["iterations"], ann["seconds"] + convert_s)
+        if (fold / "finetune" / "done.json").is_file():
+            ft = stage_curve(fold / "finetune", metric)
+            total_it, total_s = ann["iterations"] + ft["iterations"], ann["seconds"] + convert_s + ft["seconds"]
+            row("conversion + fine-tuning", "finetuned", total_it, total_s)
+            f_it, f_s = _cumulative(ft, ann["iterations"], ann["seconds"] + convert_s)
+            its += f_it
+            secs += f_s
+            vals += ft["values"]
+        curves["conversion + fine-tuning"] = {"iterations": its, "seconds": secs, "values": vals}
+    for stage in sorted(p.name for p in fold.glob("train_*") if p.name != "train_ann"):
+        if not (fold / stage / "done.json").is_file():
+            continue
+        name = stage[len("train_"):]
+        c = stage_curve(fold / stage, metric)
+        row(f"direct: {name}", name, c["iterations"], c["seconds"])
+        it, s = _cumulative(c, 0, 0.0)
+        curves[f"direct: {name}"] = {"iterations": it, "seconds": s, "values": c["values"]}
+    return {"metric": metric, "rows": rows, "curves": curves, "info": ev.get("info", {})}
+
+
+def _cumulative(curve: dict[str, Any], it0: int, s0: float) -> tuple[list[float], list[float]]:
+    """Iterations and seconds of each validation point, offset by what the pipeline spent before the stage."""
+    n = max(curve["epochs"][-1], 1) if curve["epochs"] else 1
+    per_epoch = curve["iterations"] / n
+    return [it0 + per_epoch * e for e in curve["epochs"]], [s0 + t for t in curve["elapsed_s"]]
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def write_comparison(fold_dir: str | Path, output_dir: str | Path, title: str = "") -> dict[str, Any]:
+    """Write ``training_cost.md`` (table), ``training_cost.json`` and ``training_curves.png`` for one fold.
+
+    Example::
+
+        write_comparison("runs/camseq/fold0", "docs/results/compare", "CamSeq01, fold 0")
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = training_cost(fold_dir)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metric, info = res["metric"], res["info"]
+    lines = [
+        f"# Direct training vs conversion + fine-tuning{': ' + title if title else ''}",
+        "",
+        f"Test {metric} of each model (`evaluate` stage), its T, estimated energy over the ANN's, and the training",
+        "cost of its whole pipeline (iterations and wall-clock seconds summed over its stages, as measured in this",
+        f"run). Source: `{Path(fold_dir)}`; machine: {info.get('processor', '?')}, {info.get('cpu_count', '?')} CPU, "
+        f"torch threads {info.get('torch_threads', '?')}, CUDA {info.get('cuda', '?')}.",
+        "",
+        f"| pipeline | model | T | test {metric} | energy vs ANN | training iterations | training time (min) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['pipeline']} | {r['model']} | {_fmt(r['T'])} | {_fmt(r['test'])} | "
+            f"{_fmt(r['energy_vs_ann'], 2)} | {r['iterations']} | {r['seconds'] / 60:.1f} |"
+        )
+    (out / "training_cost.md").write_text("\n".join(lines) + "\n")
+    (out / "training_cost.json").write_text(json.dumps(res, indent=1, default=str))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=80)
+    for name, c in res["curves"].items():
+        axes[0].plot(c["iterations"], c["values"], "o-", ms=3, label=name)
+        axes[1].plot([s / 60 for s in c["seconds"]], c["values"], "o-", ms=3, label=name)
+    axes[0].set_xlabel("training iterations (pipeline total)")
+    axes[1].set_xlabel("wall-clock (min, pipeline total)")
+    for ax in axes:
+        ax.set_ylabel(f"validation {metric}")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title or "validation metric against training cost")
+    fig.tight_layout()
+    fig.savefig(out / "training_curves.png")
+    plt.close(fig)
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--fold_dir", required=True, help="a fold of a runner output, e.g. runs/camseq/fold0")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--title", default="")
+    args = p.parse_args(argv)
+    try:
+        res = write_comparison(args.fold_dir, args.output_dir, args.title)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+    print((Path(args.output_dir) / "training_cost.md").read_text())
+    return res
+
+
+if __name__ == "__main__":
+    main()
