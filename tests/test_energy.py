@@ -80,3 +80,24 @@ def test_requires_a_forward_pass():
     snn = convert_to_snn(ann, [torch.rand(1, 1, 8, 8)])
     with pytest.raises(RuntimeError, match="run the spiking network"):
         synaptic_operations(snn)
+
+
+def test_memory_inclusive_estimate_counts():
+    from monai_snn.energy import E_MEM_J, memory_energy
+
+    ops = {"sops": 10.0, "neuron_updates": 6.0, "spikes": 4.0, "macs_first_layer": 2.0, "macs_ann": 20.0,
+           "neurons": 3.0}  # fmt: skip
+    mem = memory_energy(ops, e_mem=1.0)
+    assert mem == {"memory_snn_j": 3 * 10 + 2 * 6 + 4 + 2 * 2, "memory_ann_j": 2 * 20 + 3}
+    torch.manual_seed(0)
+    ann = ConvertibleUNet(2, 1, 1, (4, 8))
+    x = torch.rand(2, 1, 16, 16)
+    snn = convert_to_snn(ann, [x], num_steps=3)
+    r = estimate_energy(snn, x)
+    # batch x (encoder 2 x 4 @ 16^2, bottom 2 x 8 @ 8^2, up-conv 4 @ 16^2, decoder 2 x 4 @ 16^2)
+    relu_outputs = 2 * (2 * 4 * 256 + 2 * 8 * 64 + 4 * 256 + 2 * 4 * 256)
+    assert r["neurons"] == relu_outputs and r["neuron_updates"] == 3 * relu_outputs
+    assert r["spikes"] == sum(float(m.spike_count.sum()) for m in snn.neurons().values()) > 0
+    assert r["memory_snn_j"] == pytest.approx(memory_energy(r, E_MEM_J)["memory_snn_j"])
+    total = (r["energy_snn_j"] + r["memory_snn_j"]) / (r["energy_ann_j"] + r["memory_ann_j"])
+    assert r["energy_ratio_mem"] == pytest.approx(total) and r["energy_ratio_mem"] > r["energy_ratio"]

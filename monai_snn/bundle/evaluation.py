@@ -138,8 +138,9 @@ def evaluate_models(
     """A bundle's evaluate stage: every model of ``models`` on ``data_loader`` -> ``metrics.json`` + TensorBoard.
 
     Spiking networks run at their stored ``T`` (or ``num_steps[name]``), with an
-    :class:`~monai_snn.handlers.EnergyHandler` whose ratio is stored as ``energy_snn_over_ann`` (estimated energy of
-    the SNN over its ANN's, same inputs) and the mean firing rate; ``extra_steps[name]`` adds the metrics at other
+    :class:`~monai_snn.handlers.EnergyHandler` whose ratio is stored as ``energy_snn_over_ann`` (estimated compute
+    energy of the SNN over its ANN's, same inputs), ``energy_snn_over_ann_mem`` (memory accesses included, see
+    :mod:`monai_snn.energy.estimate`) and the mean firing rate; ``extra_steps[name]`` adds the metrics at other
     ``T`` under ``at_T``. A missing weights file gives ``null`` (with a warning), so a partly trained fold can be
     evaluated.
 
@@ -196,12 +197,14 @@ def evaluate_models(
         m = run_evaluator(make_evaluator, net, data_loader, num_steps=T, desc=f"{name} T={T}",
                           handlers=[energy, rates])  # fmt: skip
         m["energy_snn_over_ann"] = m.get("energy_ratio")
+        m["energy_snn_over_ann_mem"] = m.get("energy_ratio_mem")
         m.update(num_steps=T, weights=portable_path(weights), firing_rates=dict(rates.rates))
         at_t = {}
         for t in sorted({int(s) for s in extra_steps.get(name, ())} - {T}):
             e = EnergyHandler(net, metric_prefix="energy_")
             mt = run_evaluator(make_evaluator, net, data_loader, num_steps=t, desc=f"{name} T={t}", handlers=[e])
             mt["energy_snn_over_ann"] = mt.get("energy_ratio")
+            mt["energy_snn_over_ann_mem"] = mt.get("energy_ratio_mem")
             at_t[str(t)] = mt
         if at_t:
             m["at_T"] = at_t

@@ -1,5 +1,13 @@
-"""Synaptic operations and energy estimates."""
+"""Synaptic operations and energy estimates (compute only, and memory-inclusive)."""
 
 from __future__ import annotations
 
-from monai_snn.energy.estimate import E_AC_J, E_MAC_J, estimate_energy, fanout_map, synaptic_operations
+from monai_snn.energy.estimate import (
+    E_AC_J,
+    E_MAC_J,
+    E_MEM_J,
+    estimate_energy,
+    fanout_map,
+    memory_energy,
+    synaptic_operations,
+)

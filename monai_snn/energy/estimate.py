@@ -10,6 +10,18 @@ Counting rules (Spiking-UNet / Rueckauer et al.):
 * a first layer fed by a static analog input is counted as multiply-accumulates (4.6 pJ), once per sample;
   with Poisson input it is counted per input spike like any other layer;
 * the ANN costs one MAC per connection per sample.
+
+That is the compute-only model of the papers. :func:`memory_energy` adds a memory-inclusive estimate (a simplified
+form of Lemaire et al. 2022, "An analytical estimation of spiking neural networks energy efficiency"), every
+access ``E_MEM_J`` = 5 pJ (one 32-bit word of an 8 KB SRAM in 45 nm, Horowitz 2014), no data reuse on either side:
+
+* ANN: per MAC a weight read and an input read; per activation one write;
+* SNN: per synaptic operation a weight read and a read + write of the target's membrane potential (event-driven
+  accumulation); per neuron and time step a read + write of its potential (leak, threshold, reset); per spike one
+  write of the event; an analog first layer as ANN MACs.
+
+Memory then dominates both sides, and an SNN saves far less than the compute-only ratio suggests (each synaptic
+operation moves three words where the ANN's MAC moves two): the reason the estimates in the literature disagree.
 """
 
 from __future__ import annotations
@@ -26,10 +38,11 @@ from monai_snn.conversion.graph import SYNAPSE_TYPES
 from monai_snn.networks.simulator import SpikingSimulator
 from monai_snn.neurons.neuron import SpikingNeuron
 
-__all__ = ["E_AC_J", "E_MAC_J", "fanout_map", "synaptic_operations", "estimate_energy"]
+__all__ = ["E_AC_J", "E_MAC_J", "E_MEM_J", "fanout_map", "synaptic_operations", "memory_energy", "estimate_energy"]
 
 E_AC_J = 0.9e-12
 E_MAC_J = 4.6e-12
+E_MEM_J = 5e-12  # one 32-bit SRAM access (8 KB bank, 45 nm; Horowitz 2014: 10 pJ per 64-bit read)
 
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
@@ -79,7 +92,8 @@ def synaptic_operations(snn: SpikingSimulator) -> dict[str, Any]:
     Returns:
         a dict with ``sops`` (total accumulates over all steps and samples), ``macs_first_layer`` (analog
         first-layer MACs, static input only), ``macs_ann`` (MACs of the ANN on the same inputs),
-        ``sops_per_layer`` and ``batch_size``.
+        ``sops_per_layer``, ``batch_size``, and for :func:`memory_energy`: ``neurons`` (spiking neurons of the
+        batch, i.e. the ANN's activations), ``neuron_updates`` (neurons x time steps) and ``spikes`` (all levels).
 
     Raises:
         RuntimeError: no forward pass was run since the last reset.
@@ -126,17 +140,41 @@ def synaptic_operations(snn: SpikingSimulator) -> dict[str, Any]:
             env[node.name] = src if src.numel() == 0 else _events_through(mod, src)
         else:  # the input check function and other pass-through functions
             env[node.name] = env[inputs[0].name]
+    neurons = [m for m in modules.values() if isinstance(m, SpikingNeuron)]
     return {
         "sops": sum(sops_layers.values()),
         "macs_first_layer": macs_first,
         "macs_ann": macs_ann,
         "sops_per_layer": sops_layers,
         "batch_size": batch,
+        "neurons": float(sum(m._num_neurons for m in neurons)),
+        "neuron_updates": float(sum(m._num_neurons * m.num_steps for m in neurons)),
+        "spikes": float(sum(float(m.spike_count.sum()) for m in neurons if m.spike_count is not None)),
     }
 
 
+def memory_energy(ops: dict[str, Any], e_mem: float = E_MEM_J) -> dict[str, float]:
+    """Memory-access energy of the SNN and of its ANN from the counts of :func:`synaptic_operations` (the model of
+    the module docstring), joules for the whole batch.
+
+    Returns:
+        ``{"memory_snn_j", "memory_ann_j"}``.
+
+    Example::
+
+        mem = memory_energy(synaptic_operations(snn))
+    """
+    snn = (3 * ops["sops"] + 2 * ops["neuron_updates"] + ops["spikes"] + 2 * ops["macs_first_layer"]) * e_mem
+    ann = (2 * ops["macs_ann"] + ops["neurons"]) * e_mem
+    return {"memory_snn_j": snn, "memory_ann_j": ann}
+
+
 def estimate_energy(
-    snn: SpikingSimulator, inputs: torch.Tensor, e_ac: float = E_AC_J, e_mac: float = E_MAC_J
+    snn: SpikingSimulator,
+    inputs: torch.Tensor,
+    e_ac: float = E_AC_J,
+    e_mac: float = E_MAC_J,
+    e_mem: float = E_MEM_J,
 ) -> dict[str, Any]:
     """Run ``snn`` on ``inputs`` and estimate its energy against the ANN's.
 
@@ -145,11 +183,13 @@ def estimate_energy(
         inputs: a batch ``[B, C, *spatial]``.
         e_ac: energy per accumulate (synaptic operation), joules; 0.9 pJ (45 nm, Horowitz 2014).
         e_mac: energy per multiply-accumulate, joules; 4.6 pJ.
+        e_mem: energy per memory access of the memory-inclusive estimate, joules; 5 pJ.
 
     Returns:
         dict with ``sops``, ``macs_ann``, ``macs_first_layer``, ``energy_snn_j``, ``energy_ann_j``,
-        ``energy_ratio`` (SNN / ANN), ``num_steps``, ``batch_size``, ``firing_rates`` and ``sops_per_layer``
-        (all totals are for the whole batch and all time steps).
+        ``energy_ratio`` (SNN / ANN, compute only), ``memory_snn_j``, ``memory_ann_j``, ``energy_ratio_mem``
+        (SNN / ANN with memory accesses: (compute + memory) / (compute + memory)), ``num_steps``, ``batch_size``,
+        ``firing_rates`` and ``sops_per_layer`` (all totals are for the whole batch and all time steps).
 
     Example::
 
@@ -161,11 +201,15 @@ def estimate_energy(
     ops = synaptic_operations(snn)
     energy_snn = ops["sops"] * e_ac + ops["macs_first_layer"] * e_mac
     energy_ann = ops["macs_ann"] * e_mac
+    mem = memory_energy(ops, e_mem)
+    total_ann = energy_ann + mem["memory_ann_j"]
     return {
         **ops,
+        **mem,
         "energy_snn_j": energy_snn,
         "energy_ann_j": energy_ann,
         "energy_ratio": energy_snn / energy_ann if energy_ann > 0 else float("nan"),
+        "energy_ratio_mem": (energy_snn + mem["memory_snn_j"]) / total_ann if total_ann > 0 else float("nan"),
         "num_steps": snn.num_steps,
         "firing_rates": snn.firing_rates(),
     }

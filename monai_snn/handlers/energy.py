@@ -11,7 +11,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils.enums import CommonKeys as Keys
 
-from monai_snn.energy.estimate import E_AC_J, E_MAC_J, estimate_energy, synaptic_operations
+from monai_snn.energy.estimate import E_AC_J, E_MAC_J, estimate_energy, memory_energy, synaptic_operations
 from monai_snn.handlers.firing_rate import _make_writer
 from monai_snn.networks.simulator import SpikingSimulator
 
@@ -148,8 +148,10 @@ class EnergyHandler:
             report = synaptic_operations(net)
             report["energy_snn_j"] = report["sops"] * self.e_ac + report["macs_first_layer"] * self.e_mac
             report["energy_ann_j"] = report["macs_ann"] * self.e_mac
+            report.update(memory_energy(report))
         batch = report["batch_size"]
         snn_j, ann_j = report["energy_snn_j"] / batch, report["energy_ann_j"] / batch
+        snn_mem, ann_mem = report["memory_snn_j"] / batch, report["memory_ann_j"] / batch
         return {
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
@@ -158,6 +160,9 @@ class EnergyHandler:
             "snn_j": snn_j,
             "ann_j": ann_j,
             "ratio": snn_j / ann_j if ann_j > 0 else float("nan"),
+            "memory_snn_j": snn_mem,
+            "memory_ann_j": ann_mem,
+            "ratio_mem": (snn_j + snn_mem) / (ann_j + ann_mem) if ann_j + ann_mem > 0 else float("nan"),
             "sops": report["sops"] / batch,
             "macs_ann": report["macs_ann"] / batch,
             "macs_first_layer": report["macs_first_layer"] / batch,
@@ -177,6 +182,7 @@ class EnergyHandler:
             metrics[f"{self.metric_prefix}snn_uj"] = record["snn_j"] * 1e6
             metrics[f"{self.metric_prefix}ann_uj"] = record["ann_j"] * 1e6
             metrics[f"{self.metric_prefix}ratio"] = record["ratio"]
+            metrics[f"{self.metric_prefix}ratio_mem"] = record["ratio_mem"]
             metrics[f"{self.metric_prefix}sops"] = record["sops"]
         if self._writer is not None:
             for k in keys:
