@@ -145,6 +145,8 @@ def test_training_cost_comparison(pipeline, tmp_path):
     table = (tmp_path / "cmp" / "training_cost.md").read_text()
     assert "| direct: spiking_deeplab | spiking_deeplab | 2 |" in table
     assert (tmp_path / "cmp" / "training_curves.png").stat().st_size > 1000
+    assert (tmp_path / "cmp" / "spike_rates.png").is_file() and rows["spiking_fcn"]["firing_rates"]
+    assert rows["finetuned"]["energy_vs_ann_mem"] > rows["finetuned"]["energy_vs_ann"] > 0
 
 
 def test_directly_trained_spiking_unet_stage(pipeline, tiny_camseq):
