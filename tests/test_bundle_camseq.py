@@ -155,13 +155,11 @@ def test_directly_trained_spiking_unet_stage(pipeline, tiny_camseq):
     from monai_snn.bundle import load_model
     from monai_snn.neurons import MultiLevelNeuron
 
-    tiny = "{'channels': [4, 8, 16, 32], 'neuron': 'multi_level', 'surrogate': 'rectangle'}"
-    keys = ("num_val", "num_test", "max_epochs", "val_interval", "image_repeats", "patches_per_image", "patch_size",
-            "direct_steps")  # fmt: skip
+    keys = ("channels", "num_val", "num_test", "max_epochs", "val_interval", "image_repeats", "patches_per_image",
+            "patch_size", "direct_steps")  # fmt: skip
     with stage_environment():
         status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["train_unet_ml"], quiet=True,
-                                      overrides={**{k: TINY[k] for k in keys}, "data_dir": str(tiny_camseq),
-                                                 "train_unet_ml:direct_kwargs": tiny})  # fmt: skip
+                                      overrides={**{k: TINY[k] for k in keys}, "data_dir": str(tiny_camseq)})
     assert status == {"fold0/train_unet_ml": "done"}
     weights = pipeline / "train_unet_ml" / "snn_direct.pt"
     settings = json.loads(weights.with_suffix(".json").read_text())

@@ -61,6 +61,27 @@ def pipeline(tiny_root, tmp_path_factory) -> Path:
     return out / "fold0"
 
 
+def _for_direct(tiny: dict, **extra) -> dict:
+    """The tiny settings that the direct-training and evaluate stages define (no conversion options)."""
+    drop = {"convert_steps", "steps_sweep", "num_calibration", "percentile_candidates"}
+    return {**{k: v for k, v in tiny.items() if k not in drop}, **extra}
+
+
+def test_directly_trained_spiking_unet_beside_the_pipeline(pipeline, tiny_root):
+    """An optional DT stage (real-spike neurons, BPTT through the residual readout), then the evaluate stage again:
+    the directly trained U-Net is scored at every sigma beside the converted and fine-tuned ones."""
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    with stage_environment():
+        status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["train_unet_rs", "evaluate"],
+                                      overrides=_for_direct(TINY, data_root=str(tiny_root)), quiet=True)  # fmt: skip
+    assert status == {"fold0/train_unet_rs": "done", "fold0/evaluate": "done"}
+    settings = json.loads((pipeline / "train_unet_rs" / "snn_direct.json").read_text())
+    assert settings["kwargs"]["neuron"] == "real_spike" and settings["num_steps"] == 2  # finetune_steps
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    assert ev["unet_rs"]["num_steps"] == 2 and ev["unet_rs"]["psnr"] > 0 and "psnr_15" in ev["unet_rs"]
+
+
 def test_stages_write_models_and_metrics(pipeline):
     conv = json.loads((pipeline / "convert" / "metrics.json").read_text())
     assert set(conv["metrics_vs_T"]) == {"1", "2"} and conv["converted"]["num_steps"] == 2

@@ -78,6 +78,22 @@ def test_stages_write_models_and_metrics(pipeline):
     assert fine_s["percentile"] == conv_s["percentile"] and fine_s["num_steps"] == 2
 
 
+def test_directly_trained_spiking_unet_beside_the_pipeline(pipeline, tiny_em):
+    """An optional DT stage (multi-level neurons, rectangular surrogate, BPTT), then the evaluate stage again."""
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    drop = {"convert_steps", "steps_sweep", "num_calibration", "percentile_candidates", "finetune_image_repeats"}
+    overrides = {**{k: v for k, v in TINY.items() if k not in drop}, "data_dir": str(tiny_em), "direct_steps": 2}
+    with stage_environment():
+        status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["train_unet_ml", "evaluate"],
+                                      overrides=overrides, quiet=True)  # fmt: skip
+    assert status == {"fold0/train_unet_ml": "done", "fold0/evaluate": "done"}
+    settings = json.loads((pipeline / "train_unet_ml" / "snn_direct.json").read_text())
+    assert settings["kwargs"]["neuron"] == "multi_level" and settings["kwargs"]["surrogate"] == "rectangle"
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    assert ev["unet_ml"]["num_steps"] == 2 and 0.0 <= ev["unet_ml"]["f1"] <= 1.0
+
+
 def test_inference_contract(pipeline, tiny_em, tmp_path):
     models = tmp_path / "models"
     models.mkdir()

@@ -287,3 +287,24 @@ def test_evaluate_robustness_drops_with_noise(tmp_path):
     assert 0 < drop["0.1"] < drop["0.3"] and drop["0.3"] == pytest.approx(100 * (1 - score["0.3"]))
     assert (tmp_path / "rob" / "robustness.png").is_file()
     assert json.loads((tmp_path / "rob" / "robustness.json").read_text())["info"]["clip"] == [0, 1]
+
+
+@pytest.mark.parametrize("bundle", ["camseq_snn", "drive_snn", "em_snn", "denoise_snn"])
+def test_every_direct_training_stage_builds_its_network(bundle, tmp_path):
+    """Each bundle's DT stages resolve to the intended network and stage folder (nothing is trained here)."""
+    from monai_snn.apps.cross_validation import bundle_stages, stage_config
+    from monai_snn.networks import SpikingSimulator
+
+    root = REPO / "bundles" / bundle
+    direct = {s: spec for s, spec in bundle_stages(root).items() if spec["config"] == "train_direct.json"}
+    assert {"train_unet_mt", "train_unet_ml", "train_unet_rs"} <= set(direct)
+    for stage, spec in direct.items():
+        parser = stage_config(root, stage, tmp_path, 0, spec["set"])
+        parser.get_parsed_content("imports")
+        assert parser.get_parsed_content("stage_dir") == str(tmp_path / "fold0" / stage)
+        net = parser.get_parsed_content("network")
+        assert isinstance(net, SpikingSimulator) and net.settings["architecture"] == spec["set"]["direct_network"]
+        ann = parser.get_parsed_content("network_def")
+        assert net.settings["kwargs"]["in_channels"] == ann.in_channels
+        if spec["set"]["direct_network"] == "spiking_unet":
+            assert net.settings["kwargs"]["neuron"] == spec["set"]["direct_neuron"]
