@@ -147,6 +147,15 @@ def test_training_cost_comparison(pipeline, tmp_path):
     assert (tmp_path / "cmp" / "training_curves.png").stat().st_size > 1000
     assert (tmp_path / "cmp" / "spike_rates.png").is_file() and rows["spiking_fcn"]["firing_rates"]
     assert rows["finetuned"]["energy_vs_ann_mem"] > rows["finetuned"]["energy_vs_ann"] > 0
+    # the neuron rows (DT / FT) come from the optional stages and the neurons variants: here, a fake FT variant
+    ft = tmp_path / "neurons" / "ML_FT" / "fold0" / "evaluate"
+    ft.mkdir(parents=True)
+    (ft / "metrics.json").write_text(json.dumps({"finetuned": {"miou": 0.5, "num_steps": 20, "key_metric": "miou"}}))
+    res = main(["--fold_dir", str(pipeline), "--output_dir", str(tmp_path / "cmp2"), "--variants_dir",
+                str(tmp_path / "neurons")])  # fmt: skip
+    ml = next(r for r in res["neurons"] if r["neuron"] == "ML")
+    assert ml["ft"] == 0.5 and ml["ft_T"] == 20
+    assert "| ML |" in (tmp_path / "cmp2" / "training_cost.md").read_text()
 
 
 def test_directly_trained_spiking_unet_stage(pipeline, tiny_camseq):

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["stage_curve", "training_cost", "write_comparison", "main"]
+__all__ = ["stage_curve", "training_cost", "neuron_rows", "write_comparison", "main"]
 
 PIPELINE = ("train_ann", "convert", "finetune")
 
@@ -152,6 +152,38 @@ def _cumulative(curve: dict[str, Any], it0: int, s0: float) -> tuple[list[float]
     return [it0 + per_epoch * e for e in curve["epochs"]], [s0 + t for t in curve["elapsed_s"]]
 
 
+NEURON_ROWS = {"ML": ("unet_ml", "ML + FT"), "RS": ("unet_rs", "RS + FT"), "MT": ("unet_mt", "MT + FT")}
+"""Spiking-UNet paper, Tables 2 / 3: neuron -> (DT stage name, FT variant of ``configs/ablations/neurons.json``)."""
+
+
+def neuron_rows(fold_dir: str | Path, variants_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The Spiking-UNet paper's Table 2 / 3 rows: each neuron directly trained (``DT``, the fold's ``unet_<n>``
+    models in ``evaluate/metrics.json``) and converted + fine-tuned (``FT``, the fine-tuned model of the variant
+    ``<n> + FT`` of ``apps.variants`` with the bundle's ``configs/ablations/neurons.json``, fold of the same number).
+
+    Returns:
+        ``[{"neuron", "dt", "dt_T", "dt_energy", "ft", "ft_T", "ft_energy"}, ...]`` (``None`` where not run).
+    """
+    from monai_snn.apps.variants import _slug
+
+    fold = Path(fold_dir)
+    ev = _read_json(fold / "evaluate" / "metrics.json")
+    metric = next(v["key_metric"] for v in ev.values() if isinstance(v, dict) and "key_metric" in v)
+    rows = []
+    for neuron, (dt_name, ft_name) in NEURON_ROWS.items():
+        dt = ev.get(dt_name) or {}
+        ft: dict[str, Any] = {}
+        if variants_dir is not None:
+            path = Path(variants_dir) / _slug(ft_name) / fold.name / "evaluate" / "metrics.json"
+            if path.is_file():
+                ft = json.loads(path.read_text()).get("finetuned") or {}
+        rows.append({"neuron": neuron, "metric": metric,
+                     "dt": dt.get(metric), "dt_T": dt.get("num_steps"), "dt_energy": dt.get("energy_snn_over_ann"),
+                     "ft": ft.get(metric), "ft_T": ft.get("num_steps"),
+                     "ft_energy": ft.get("energy_snn_over_ann")})  # fmt: skip
+    return rows
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return "-"
@@ -160,9 +192,11 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def write_comparison(fold_dir: str | Path, output_dir: str | Path, title: str = "") -> dict[str, Any]:
-    """Write ``training_cost.md`` (table), ``training_cost.json``, ``training_curves.png`` and ``spike_rates.png``
-    (per-layer spike rates of every SNN) for one fold.
+def write_comparison(
+    fold_dir: str | Path, output_dir: str | Path, title: str = "", variants_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Write ``training_cost.md`` (table; with the neuron rows DT / FT when those ran), ``training_cost.json``,
+    ``training_curves.png`` and ``spike_rates.png`` (per-layer spike rates of every SNN) for one fold.
 
     Example::
 
@@ -199,6 +233,25 @@ def write_comparison(fold_dir: str | Path, output_dir: str | Path, title: str = 
             f"{_fmt(r['energy_vs_ann'], 2)} | {_fmt(r['energy_vs_ann_mem'], 2)} | {_fmt(r['firing_rate_mean'], 3)} | "
             f"{r['iterations']} | {r['seconds'] / 60:.1f} |"
         )
+    rows = neuron_rows(fold_dir, variants_dir)
+    res["neurons"] = rows
+    if any(r["dt"] is not None or r["ft"] is not None for r in rows):
+        lines += [
+            "",
+            f"## Neurons: directly trained (DT) vs converted + fine-tuned (FT), test {metric}",
+            "",
+            "The Spiking-UNet paper's Tables 2 / 3 rows: DT = the optional `train_unet_<neuron>` stages, FT = the",
+            "variants of `configs/ablations/neurons.json` run with `apps.variants`"
+            + (f" (`{Path(variants_dir)}`)." if variants_dir else "."),
+            "",
+            f"| neuron | DT {metric} | DT T | DT energy vs ANN | FT {metric} | FT T | FT energy vs ANN |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['neuron']} | {_fmt(r['dt'])} | {_fmt(r['dt_T'])} | {_fmt(r['dt_energy'], 2)} | "
+                f"{_fmt(r['ft'])} | {_fmt(r['ft_T'])} | {_fmt(r['ft_energy'], 2)} |"
+            )
     (out / "training_cost.md").write_text("\n".join(lines) + "\n")
     (out / "training_cost.json").write_text(json.dumps(res, indent=1, default=str))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=80)
@@ -235,9 +288,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--fold_dir", required=True, help="a fold of a runner output, e.g. runs/camseq/fold0")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--title", default="")
+    p.add_argument("--variants_dir", default=None,
+                   help="output of apps.variants with the bundle's configs/ablations/neurons.json (the FT rows)")
     args = p.parse_args(argv)
     try:
-        res = write_comparison(args.fold_dir, args.output_dir, args.title)
+        res = write_comparison(args.fold_dir, args.output_dir, args.title, args.variants_dir)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
     print((Path(args.output_dir) / "training_cost.md").read_text())
