@@ -94,6 +94,21 @@ def test_directly_trained_spiking_unet_beside_the_pipeline(pipeline, tiny_em):
     assert ev["unet_ml"]["num_steps"] == 2 and 0.0 <= ev["unet_ml"]["f1"] <= 1.0
 
 
+def test_optional_robustness_stage(pipeline, tiny_em):
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    overrides = {"channels": TINY["channels"], "split_mode": "cv", "num_folds": 3, "num_val": 1, "data_dir": str(tiny_em),
+                 "eval_extra_steps": "{}", "noise_sigmas": "[0.3]"}  # fmt: skip
+    with stage_environment():
+        status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["robustness"], overrides=overrides,
+                                      quiet=True)  # fmt: skip
+    assert status == {"fold0/robustness": "done"}
+    r = json.loads((pipeline / "robustness" / "robustness.json").read_text())
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    assert r["ann"]["score"]["0"] == pytest.approx(ev["ann"]["f1"]) and r["info"]["clip"] == [0.0, 1.0]
+    assert set(r["ann"]["relative_drop_percent"]) == {"0", "0.3"} and "finetuned" in r
+
+
 def test_inference_contract(pipeline, tiny_em, tmp_path):
     models = tmp_path / "models"
     models.mkdir()

@@ -308,3 +308,16 @@ def test_every_direct_training_stage_builds_its_network(bundle, tmp_path):
         assert net.settings["kwargs"]["in_channels"] == ann.in_channels
         if spec["set"]["direct_network"] == "spiking_unet":
             assert net.settings["kwargs"]["neuron"] == spec["set"]["direct_neuron"]
+
+
+@pytest.mark.parametrize("bundle", ["camseq_snn", "drive_snn", "em_snn"])
+def test_every_robustness_stage_resolves(bundle, tmp_path):
+    from monai_snn.apps.cross_validation import bundle_stages, stage_config
+
+    root = REPO / "bundles" / bundle
+    spec = bundle_stages(root)["robustness"]
+    assert spec["optional"] and spec["config"] == ["evaluate.json", "robustness.json"]
+    parser = stage_config(root, "robustness", tmp_path, 0, spec["set"])
+    parser.get_parsed_content("imports")
+    assert parser.get_parsed_content("noise_sigmas") and "evaluate_robustness" in parser["run"][0]
+    assert parser.get_parsed_content("stage_dir") in (str(tmp_path / "fold0" / "robustness"), str(tmp_path))
