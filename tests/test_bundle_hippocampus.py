@@ -185,6 +185,23 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     assert snn.num_steps == 2 and snn(torch.rand(2, 1, 48, 40)).shape == (2, 1, 48, 40)
 
 
+def test_direct_training_stage(tiny_msd, tmp_path):
+    """The optional direct-training baseline (a Spiking-UNet with multi-threshold neurons trained by BPTT from
+    scratch), as the runner runs it: its settings rebuild it through load_model at its T."""
+    from monai_snn.apps.cross_validation import run_cross_validation
+    from monai_snn.bundle import load_model
+
+    overrides = {k: TINY[k] for k in ("channels", "num_folds", "max_epochs", "finetune_steps")}
+    status = run_cross_validation(BUNDLE, tmp_path, folds=[0], stages=["train_unet_mt"], quiet=True,
+                                  overrides=dict(overrides, data_dir=str(tiny_msd)))  # fmt: skip
+    assert status == {"fold0/train_unet_mt": "done"}
+    weights = tmp_path / "fold0" / "train_unet_mt" / "snn_direct.pt"
+    settings = json.loads(weights.with_suffix(".json").read_text())
+    assert settings["architecture"] == "spiking_unet" and settings["method"] == "bptt" and settings["num_steps"] == 2
+    snn = load_model("unet_mt", {"unet_mt": str(weights)}, torch.nn.Identity())
+    assert snn.num_steps == 2 and snn(torch.rand(2, 1, 48, 40)).shape == (2, 1, 48, 40)
+
+
 def _fake_fold(fold_dir: Path, evaluate: dict, convert: dict) -> None:
     for stage, data in (("evaluate", evaluate), ("convert", convert)):
         (fold_dir / stage).mkdir(parents=True)

@@ -289,7 +289,7 @@ def test_evaluate_robustness_drops_with_noise(tmp_path):
     assert json.loads((tmp_path / "rob" / "robustness.json").read_text())["info"]["clip"] == [0, 1]
 
 
-@pytest.mark.parametrize("bundle", ["camseq_snn", "drive_snn", "em_snn", "denoise_snn"])
+@pytest.mark.parametrize("bundle", ["camseq_snn", "drive_snn", "em_snn", "denoise_snn", "hippocampus_snn"])
 def test_every_direct_training_stage_builds_its_network(bundle, tmp_path):
     """Each bundle's DT stages resolve to the intended network and stage folder (nothing is trained here)."""
     from monai_snn.apps.cross_validation import bundle_stages, stage_config
