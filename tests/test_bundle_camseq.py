@@ -42,6 +42,8 @@ TINY = {
     "direct_steps": 2,
     "direct_channels": "[4,4,8]",
     "direct_head_channels": 8,
+    "twin_channels": "[4,4,8]",
+    "twin_head_channels": 8,
 }
 
 
@@ -124,10 +126,15 @@ def test_stages_write_models_and_metrics(pipeline):
     assert ev["finetuned"]["energy_snn_over_ann"] > 0
     # the directly trained baselines, evaluated beside the U-Net pipeline (their T and architecture from settings)
     for name in ("spiking_fcn", "spiking_deeplab"):
-        settings = json.loads((pipeline / f"train_{name}" / "snn_direct.json").read_text())
+        settings = json.loads((pipeline / f"train_{name}" / "direct.json").read_text())
         assert settings["architecture"] == name and settings["num_steps"] == 2
         assert settings["kwargs"]["leak"] == 0.99 and settings["method"] == "bptt"
         assert ev[name]["num_steps"] == 2 and 0.0 <= ev[name]["miou"] <= 1.0 and ev[name]["energy_snn_over_ann"] > 0
+    # and their batch-norm ANN twins (the papers' ANN rows), rebuilt from their settings
+    for name in ("fcn", "deeplab"):
+        settings = json.loads((pipeline / f"train_{name}_ann" / "direct.json").read_text())
+        assert settings["architecture"] == name and settings["kwargs"]["head_channels"] == 8
+        assert ev[f"{name}_ann"]["num_steps"] is None and 0.0 <= ev[f"{name}_ann"]["miou"] <= 1.0
 
 
 def test_training_cost_comparison(pipeline, tmp_path):
@@ -135,11 +142,12 @@ def test_training_cost_comparison(pipeline, tmp_path):
 
     res = main(["--fold_dir", str(pipeline), "--output_dir", str(tmp_path / "cmp"), "--title", "tiny"])
     rows = {r["model"]: r for r in res["rows"]}
-    assert {"ann", "converted", "finetuned", "spiking_fcn", "spiking_deeplab"} <= set(rows)
+    assert {"ann", "converted", "finetuned", "spiking_fcn", "spiking_deeplab", "fcn_ann", "deeplab_ann"} <= set(rows)
     assert rows["finetuned"]["iterations"] > rows["ann"]["iterations"] > 0  # the pipeline's stages add up
     assert rows["finetuned"]["seconds"] > rows["converted"]["seconds"] > rows["ann"]["seconds"] > 0
     assert rows["spiking_fcn"]["T"] == 2 and rows["ann"]["T"] is None
-    assert set(res["curves"]) >= {"conversion + fine-tuning", "direct: spiking_fcn", "direct: spiking_deeplab"}
+    assert set(res["curves"]) >= {"conversion + fine-tuning", "direct: spiking_fcn", "direct: spiking_deeplab",
+                                  "ANN twin: fcn"}  # fmt: skip
     ft = res["curves"]["conversion + fine-tuning"]
     assert ft["seconds"] == sorted(ft["seconds"]) and len(ft["values"]) == 3  # ANN epoch, converted, FT epoch
     table = (tmp_path / "cmp" / "training_cost.md").read_text()
@@ -170,7 +178,7 @@ def test_directly_trained_spiking_unet_stage(pipeline, tiny_camseq):
         status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["train_unet_ml"], quiet=True,
                                       overrides={**{k: TINY[k] for k in keys}, "data_dir": str(tiny_camseq)})
     assert status == {"fold0/train_unet_ml": "done"}
-    weights = pipeline / "train_unet_ml" / "snn_direct.pt"
+    weights = pipeline / "train_unet_ml" / "direct.pt"
     settings = json.loads(weights.with_suffix(".json").read_text())
     assert settings["architecture"] == "spiking_unet" and settings["kwargs"]["neuron"] == "multi_level"
     snn = load_model("unet_ml", {"unet_ml": str(weights)}, torch.nn.Identity())
@@ -216,7 +224,7 @@ def test_inference_with_a_directly_trained_network(pipeline, tiny_camseq, tmp_pa
     models = tmp_path / "models"
     models.mkdir()
     for ext in (".pt", ".json"):
-        os.symlink(pipeline / "train_spiking_deeplab" / f"snn_direct{ext}", models / f"spiking_deeplab{ext}")
+        os.symlink(pipeline / "train_spiking_deeplab" / f"direct{ext}", models / f"spiking_deeplab{ext}")
     src = tmp_path / "in"
     src.mkdir()
     frame = sorted((tiny_camseq / "images").glob("*.png"))[-1]

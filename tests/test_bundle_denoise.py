@@ -76,7 +76,7 @@ def test_directly_trained_spiking_unet_beside_the_pipeline(pipeline, tiny_root):
         status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["train_unet_rs", "evaluate"],
                                       overrides=_for_direct(TINY, data_root=str(tiny_root)), quiet=True)  # fmt: skip
     assert status == {"fold0/train_unet_rs": "done", "fold0/evaluate": "done"}
-    settings = json.loads((pipeline / "train_unet_rs" / "snn_direct.json").read_text())
+    settings = json.loads((pipeline / "train_unet_rs" / "direct.json").read_text())
     assert settings["kwargs"]["neuron"] == "real_spike" and settings["num_steps"] == 2  # finetune_steps
     ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
     assert ev["unet_rs"]["num_steps"] == 2 and ev["unet_rs"]["psnr"] > 0 and "psnr_15" in ev["unet_rs"]

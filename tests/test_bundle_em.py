@@ -88,7 +88,7 @@ def test_directly_trained_spiking_unet_beside_the_pipeline(pipeline, tiny_em):
         status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["train_unet_ml", "evaluate"],
                                       overrides=overrides, quiet=True)  # fmt: skip
     assert status == {"fold0/train_unet_ml": "done", "fold0/evaluate": "done"}
-    settings = json.loads((pipeline / "train_unet_ml" / "snn_direct.json").read_text())
+    settings = json.loads((pipeline / "train_unet_ml" / "direct.json").read_text())
     assert settings["kwargs"]["neuron"] == "multi_level" and settings["kwargs"]["surrogate"] == "rectangle"
     ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
     assert ev["unet_ml"]["num_steps"] == 2 and 0.0 <= ev["unet_ml"]["f1"] <= 1.0

@@ -195,7 +195,7 @@ def test_direct_training_stage(tiny_msd, tmp_path):
     status = run_cross_validation(BUNDLE, tmp_path, folds=[0], stages=["train_unet_mt"], quiet=True,
                                   overrides=dict(overrides, data_dir=str(tiny_msd)))  # fmt: skip
     assert status == {"fold0/train_unet_mt": "done"}
-    weights = tmp_path / "fold0" / "train_unet_mt" / "snn_direct.pt"
+    weights = tmp_path / "fold0" / "train_unet_mt" / "direct.pt"
     settings = json.loads(weights.with_suffix(".json").read_text())
     assert settings["architecture"] == "spiking_unet" and settings["method"] == "bptt" and settings["num_steps"] == 2
     snn = load_model("unet_mt", {"unet_mt": str(weights)}, torch.nn.Identity())

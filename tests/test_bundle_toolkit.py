@@ -227,10 +227,12 @@ def test_keep_results_copies_result_jsons_only(tmp_path):
 def test_bundle_stages_default_listed_and_errors(tmp_path):
     from monai_snn.apps.cross_validation import STAGES, bundle_stages, run_cross_validation, split_overrides
 
-    assert list(bundle_stages(REPO / "bundles" / "em_snn")) == list(STAGES)  # no stages.json: the four stages
+    em = bundle_stages(REPO / "bundles" / "em_snn")
+    assert [s for s, spec in em.items() if not spec.get("optional")] == list(STAGES)  # the default run
     camseq = bundle_stages(REPO / "bundles" / "camseq_snn")
     assert list(camseq) == ["train_ann", "convert", "finetune", "train_spiking_fcn", "train_spiking_deeplab",
-                            "train_unet_mt", "train_unet_ml", "train_unet_rs", "evaluate", "robustness"]  # fmt: skip
+                            "train_fcn_ann", "train_deeplab_ann", "train_unet_mt", "train_unet_ml", "train_unet_rs",
+                            "evaluate", "robustness"]  # fmt: skip
     assert [s for s, spec in camseq.items() if spec.get("optional")] == ["train_unet_mt", "train_unet_ml",
                                                                            "train_unet_rs", "robustness"]  # fmt: skip
     assert camseq["robustness"] == {"config": ["evaluate.json", "robustness.json"], "set": {}, "optional": True}
@@ -245,6 +247,7 @@ def test_bundle_stages_default_listed_and_errors(tmp_path):
     bundle = tmp_path / "b"
     (bundle / "configs").mkdir(parents=True)
     (bundle / "configs" / "common.json").write_text("{}")
+    assert list(bundle_stages(bundle)) == list(STAGES)  # no stages.json: the four stages
     (bundle / "configs" / "stages.json").write_text('{"stages": [{"config": "x.json"}]}')
     with pytest.raises(ValueError, match="stages.json: expected"):
         bundle_stages(bundle)

@@ -10,7 +10,7 @@ Reads what the stages of a fold already wrote (no model is run again):
 * each stage's ``done.json``: its wall-clock seconds.
 
 The conversion pipeline's cost is the sum of its stages (``train_ann`` + ``convert`` + ``finetune``); a directly
-trained network's is its own stage (``train_<name>``). The curves put every validation point at the cumulative
+trained network's (and an ANN twin's, ``train_<name>_ann``) is its own stage (``train_<name>``). The curves put every validation point at the cumulative
 iterations and wall-clock of its pipeline (fine-tuning starts where the ANN training and the conversion ended), as
 the hippocampus paper's Table 3 / Fig. 6B compare them. Wall-clock times are only comparable within one run on one
 machine; they are printed as measured, with the machine of the evaluate stage.
@@ -138,10 +138,11 @@ def training_cost(fold_dir: str | Path) -> dict[str, Any]:
         if not (fold / stage / "done.json").is_file():
             continue
         name = stage[len("train_"):]
+        label = f"ANN twin: {name[: -len('_ann')]}" if name.endswith("_ann") else f"direct: {name}"
         c = stage_curve(fold / stage, metric)
-        row(f"direct: {name}", name, c["iterations"], c["seconds"])
+        row(label, name, c["iterations"], c["seconds"])
         it, s = _cumulative(c, 0, 0.0)
-        curves[f"direct: {name}"] = {"iterations": it, "seconds": s, "values": c["values"]}
+        curves[label] = {"iterations": it, "seconds": s, "values": c["values"]}
     return {"metric": metric, "rows": rows, "curves": curves, "info": ev.get("info", {})}
 
 

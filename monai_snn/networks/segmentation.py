@@ -92,6 +92,12 @@ class _SegmentationVGG(nn.Module):
             _check_positive_int("channels", c)
         self.arch, self.in_channels, self.out_channels = arch, in_channels, out_channels
         self.spatial_dims = spatial_dims
+        #: what :func:`make_network` needs to rebuild the ANN twins (saved next to their weights by the bundles)
+        self.settings = {
+            "architecture": arch,
+            "kwargs": {"in_channels": in_channels, "out_channels": out_channels, "spatial_dims": spatial_dims,
+                       "channels": list(channels), "head_channels": head_channels},
+        }  # fmt: skip
         self.divisor = 4 if arch == "deeplab" else 8
         conv_t = Conv[Conv.CONV, spatial_dims]
         self._spiking = spiking
