@@ -350,3 +350,13 @@ def test_saved_snn_rebuilds_from_its_settings(tmp_path):
     assert derived_settings(tmp_path / "snn.pt", num_steps=2)["num_steps"] == 2
     with pytest.raises(FileNotFoundError, match="settings file not found"):
         build_snn(ann, tmp_path / "missing.pt")
+
+
+def test_convertible_unet_scripts_with_torchscript():
+    """MONAI's ckpt_export scripts the bundles' ANNs: the U-Net (input check included) must compile and agree."""
+    net = ConvertibleUNet(2, 1, 2, (4, 8, 16), dropout=0.1).eval()
+    scripted = torch.jit.script(net)
+    x = torch.rand(2, 1, 32, 24)
+    torch.testing.assert_close(scripted(x), net(x))
+    with pytest.raises(Exception, match=r"spatial size \[30, 24\] must be divisible by 4"):
+        scripted(torch.rand(1, 1, 30, 24))

@@ -14,24 +14,24 @@ __all__ = ["ConvertibleUNet", "check_unet_input"]
 
 @torch.fx.wrap
 def check_unet_input(x: torch.Tensor, in_channels: int, spatial_dims: int, divisor: int) -> torch.Tensor:
-    """Validate a U-Net input ``[B, C, *spatial]``; returns ``x`` unchanged.
+    """Validate a U-Net input ``[B, C, *spatial]``; returns ``x`` unchanged (TorchScript-compatible).
 
     Raises:
         ValueError: wrong number of dimensions or channels, or a spatial size not divisible by ``divisor``.
     """
-    if x.ndim != spatial_dims + 2:
+    if x.dim() != spatial_dims + 2:
         raise ValueError(
-            f"expected input of shape [B, {in_channels}, {', '.join('*' * spatial_dims)}] "
-            f"({spatial_dims + 2} dimensions), got {tuple(x.shape)}."
+            f"expected input of shape [B, {in_channels}, {spatial_dims} spatial sizes] ({spatial_dims + 2} "
+            f"dimensions), got shape {list(x.shape)}."
         )
     if x.shape[1] != in_channels:
-        raise ValueError(f"expected {in_channels} input channel(s), got {x.shape[1]} (input shape {tuple(x.shape)}).")
-    bad = [s for s in x.shape[2:] if s % divisor]
-    if bad:
-        raise ValueError(
-            f"spatial size {tuple(x.shape[2:])} must be divisible by {divisor} (2 ** number of poolings); "
-            "pad or crop the input (e.g. monai.transforms.DivisiblePad)."
-        )
+        raise ValueError(f"expected {in_channels} input channel(s), got {x.shape[1]} (input shape {list(x.shape)}).")
+    for size in x.shape[2:]:
+        if size % divisor != 0:
+            raise ValueError(
+                f"spatial size {list(x.shape[2:])} must be divisible by {divisor} (2 ** number of poolings); "
+                "pad or crop the input (e.g. monai.transforms.DivisiblePad)."
+            )
     return x
 
 
@@ -110,7 +110,7 @@ class ConvertibleUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = check_unet_input(x, self.in_channels, self.spatial_dims, self.size_divisor)
-        skips = []
+        skips: list[torch.Tensor] = []
         for i, enc in enumerate(self.encoder):
             if i > 0:
                 h = self.pool(h)
