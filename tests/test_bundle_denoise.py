@@ -246,17 +246,18 @@ def test_full_profile_merges_over_every_stage(stage):
     assert parser.get_parsed_content("inferer").divisor == 16 and parser.get_parsed_content("finetune_steps") == 10
 
 
-@pytest.mark.parametrize("color", [False, True])
-def test_shipped_ann_denoises_a_test_image(tmp_path, color):
-    """The shipped grey / colour ANN through the inference contract on a real BSD68 / CBSD68 image with fixed-seed
-    sigma-25 noise: at least 5 dB better than the noisy input (validation: grey 27.3 dB, colour 29.3 dB, 20.2 noisy)."""
+@pytest.mark.parametrize("color,network", [(False, "ann"), (True, "ann"), (False, "finetuned")])
+def test_shipped_model_denoises_a_test_image(tmp_path, color, network):
+    """The shipped grey / colour ANN and the grey fine-tuned SNN (T = 10) through the inference contract on a real
+    BSD68 / CBSD68 image with fixed-seed sigma-25 noise: at least 5 dB better than the noisy input (validation: grey
+    27.3 dB, colour 29.3 dB, 20.2 noisy)."""
     src = require_data(DATA / ("CBSD68" if color else "BSD68")) / ("101085.png" if color else "test002.png")
     clean = np.asarray(Image.open(src), dtype=np.float32)
     noisy = clean + np.random.default_rng(0).normal(0, 25, clean.shape).astype(np.float32)
     (tmp_path / "in").mkdir()
     np.save(tmp_path / "in" / f"{src.stem}.npy", noisy)
-    run_bundle(BUNDLE, ["common", "inference"], input_dir=tmp_path / "in", output_dir=tmp_path / "out", network="ann",
-               color=str(color).lower())  # fmt: skip
+    run_bundle(BUNDLE, ["common", "inference"], input_dir=tmp_path / "in", output_dir=tmp_path / "out",
+               network=network, color=str(color).lower())  # fmt: skip
     out = np.load(tmp_path / "out" / f"{src.stem}.npy")
 
     def psnr(x):
