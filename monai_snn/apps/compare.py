@@ -28,16 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_snn.bundle.results import read_result
+
 __all__ = ["stage_curve", "training_cost", "neuron_rows", "write_comparison", "main"]
 
 PIPELINE = ("train_ann", "convert", "finetune")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found: run that stage first.") from None
 
 
 def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
@@ -58,7 +53,7 @@ def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     stage_dir = Path(stage_dir)
-    done = _read_json(stage_dir / "done.json")
+    done = read_result(stage_dir / "done.json")
     files = sorted(stage_dir.glob("events.out.tfevents.*"))
     if not files:
         raise FileNotFoundError(f"no TensorBoard run in {stage_dir}.")
@@ -100,7 +95,7 @@ def training_cost(fold_dir: str | Path) -> dict[str, Any]:
         FileNotFoundError: no ``evaluate/metrics.json``, or a stage without its TensorBoard run / ``done.json``.
     """
     fold = Path(fold_dir)
-    ev = _read_json(fold / "evaluate" / "metrics.json")
+    ev = read_result(fold / "evaluate" / "metrics.json")
     models = {k: v for k, v in ev.items() if isinstance(v, dict) and "key_metric" in v}
     if not models:
         raise FileNotFoundError(f"{fold / 'evaluate' / 'metrics.json'} holds no evaluated model.")
@@ -123,7 +118,7 @@ def training_cost(fold_dir: str | Path) -> dict[str, Any]:
         its, secs = _cumulative(ann, 0, 0.0)
         vals = list(ann["values"])
         convert_done = fold / "convert" / "done.json"
-        convert_s = float(_read_json(convert_done).get("seconds", 0.0)) if convert_done.is_file() else 0.0
+        convert_s = float(read_result(convert_done).get("seconds", 0.0)) if convert_done.is_file() else 0.0
         row("conversion + fine-tuning", "converted", ann["iterations"], ann["seconds"] + convert_s)
         if (fold / "finetune" / "done.json").is_file():
             ft = stage_curve(fold / "finetune", metric)
@@ -168,7 +163,7 @@ def neuron_rows(fold_dir: str | Path, variants_dir: str | Path | None = None) ->
     from monai_snn.apps.variants import _slug
 
     fold = Path(fold_dir)
-    ev = _read_json(fold / "evaluate" / "metrics.json")
+    ev = read_result(fold / "evaluate" / "metrics.json")
     metric = next(v["key_metric"] for v in ev.values() if isinstance(v, dict) and "key_metric" in v)
     rows = []
     for neuron, (dt_name, ft_name) in NEURON_ROWS.items():
@@ -177,7 +172,7 @@ def neuron_rows(fold_dir: str | Path, variants_dir: str | Path | None = None) ->
         if variants_dir is not None:
             path = Path(variants_dir) / _slug(ft_name) / fold.name / "evaluate" / "metrics.json"
             if path.is_file():
-                ft = json.loads(path.read_text()).get("finetuned") or {}
+                ft = read_result(path).get("finetuned") or {}
         rows.append({"neuron": neuron, "metric": metric,
                      "dt": dt.get(metric), "dt_T": dt.get("num_steps"), "dt_energy": dt.get("energy_snn_over_ann"),
                      "ft": ft.get(metric), "ft_T": ft.get("num_steps"),

@@ -26,17 +26,11 @@ from typing import Any
 import torch
 
 from monai_snn.apps.summary import fold_settings
-from monai_snn.bundle.results import portable_path, resolve_path, write_json
+from monai_snn.bundle.results import portable_path, read_result, resolve_path, write_json
 
 __all__ = ["network_args", "eval_metrics", "ship_models", "main"]
 
 _SPECIAL = ("_target_", "_disabled_", "_requires_", "_desc_", "_mode_")
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the fold's stages first (monai_snn.apps.cross_validation).")
-    return json.loads(path.read_text())
 
 
 def network_args(
@@ -149,11 +143,11 @@ def ship_models(
 
     run, root = Path(run_dir), Path(bundle_root)
     fold_dir = run / f"fold{int(fold)}"
-    evaluation = {} if ann_only else _read_json(fold_dir / "evaluate" / "metrics.json")
-    converted = {} if ann_only else _read_json(fold_dir / "convert" / "snn_converted.json")
+    evaluation = {} if ann_only else read_result(fold_dir / "evaluate" / "metrics.json")
+    converted = {} if ann_only else read_result(fold_dir / "convert" / "snn_converted.json")
     ckpt = fold_dir / "train_ann" / "ckpt" / "best_model.pt"
     if not ckpt.is_file() and not ann_only:  # a run of apps.variants converts a given ANN file: the one it recorded
-        recorded = _read_json(fold_dir / "convert" / "metrics.json").get("ann_checkpoint")
+        recorded = read_result(fold_dir / "convert" / "metrics.json").get("ann_checkpoint")
         ckpt = resolve_path(recorded) if recorded and not (fold_dir / "train_ann").exists() else ckpt
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: run train_ann for fold {fold} first.")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["write_json", "machine_info", "export_snn", "as_number", "portable_path", "resolve_path"]
+__all__ = ["write_json", "read_result", "machine_info", "export_snn", "as_number", "portable_path", "resolve_path"]
 
 
 def write_json(path: str | os.PathLike, data: Any) -> str:
@@ -28,6 +28,18 @@ def write_json(path: str | os.PathLike, data: Any) -> str:
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
     return str(path)
+
+
+def read_result(path: str | os.PathLike) -> dict[str, Any]:
+    """A stage's result JSON (``metrics.json``, ``done.json``, settings), for the tools that read finished runs.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message says to run the fold's stages first).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the fold's stages first (monai_snn.apps.cross_validation).")
+    return json.loads(path.read_text())
 
 
 def portable_path(path: str | os.PathLike) -> str:

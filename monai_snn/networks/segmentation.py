@@ -67,19 +67,22 @@ class _Unit(nn.Module):
 
 
 class _SegmentationVGG(nn.Module):
-    """The shared body of the four networks (``arch`` "deeplab" or "fcn"; ``spiking`` picks the unit)."""
+    """The shared body of the four networks (the subclass's ``arch``, "deeplab" or "fcn"; ``spiking`` picks the unit:
+    ``None`` batch norm + ReLU, else the neuron settings of a Spiking-* network: BNTT + LIF)."""
+
+    arch = ""
 
     def __init__(
         self,
-        arch: str,
         in_channels: int,
         out_channels: int,
-        spatial_dims: int,
-        channels: Sequence[int],
-        head_channels: int,
-        spiking: dict[str, Any] | None,
+        spatial_dims: int = 2,
+        channels: Sequence[int] = (64, 128, 256),
+        head_channels: int = 1024,
+        spiking: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        arch = self.arch
         _check_positive_int("in_channels", in_channels)
         _check_positive_int("out_channels", out_channels)
         _check_positive_int("head_channels", head_channels)
@@ -90,8 +93,7 @@ class _SegmentationVGG(nn.Module):
             raise ValueError(f"channels must give the three backbone widths (e.g. (64, 128, 256)), got {channels!r}.")
         for c in channels:
             _check_positive_int("channels", c)
-        self.arch, self.in_channels, self.out_channels = arch, in_channels, out_channels
-        self.spatial_dims = spatial_dims
+        self.in_channels, self.out_channels, self.spatial_dims = in_channels, out_channels, spatial_dims
         #: what :func:`make_network` needs to rebuild the ANN twins (saved next to their weights by the bundles)
         self.settings = {
             "architecture": arch,
@@ -161,6 +163,7 @@ class DeepLab(_SegmentationVGG):
         spatial_dims: 2 (images) or 1 / 3.
         channels: backbone widths, ``(64, 128, 256)`` in the paper.
         head_channels: width of the intermediate layers, 1024 in the paper.
+        spiking: ``None`` (the ANN); :class:`SpikingDeepLab` passes its neuron settings here to build its body.
 
     Raises:
         ValueError: a non-positive size; at run time, an input whose spatial size is not divisible by 4 or whose
@@ -172,15 +175,7 @@ class DeepLab(_SegmentationVGG):
         logits = net(torch.rand(2, 3, 96, 128))  # [2, 11, 96, 128]
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        spatial_dims: int = 2,
-        channels: Sequence[int] = (64, 128, 256),
-        head_channels: int = 1024,
-    ) -> None:
-        super().__init__("deeplab", in_channels, out_channels, spatial_dims, channels, head_channels, None)
+    arch = "deeplab"
 
 
 class FCN(_SegmentationVGG):
@@ -194,15 +189,7 @@ class FCN(_SegmentationVGG):
         logits = net(torch.rand(2, 3, 96, 128))  # [2, 11, 96, 128]
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        spatial_dims: int = 2,
-        channels: Sequence[int] = (64, 128, 256),
-        head_channels: int = 1024,
-    ) -> None:
-        super().__init__("fcn", in_channels, out_channels, spatial_dims, channels, head_channels, None)
+    arch = "fcn"
 
 
 class _Tracer(torch.fx.Tracer):
@@ -213,20 +200,23 @@ class _Tracer(torch.fx.Tracer):
 
 
 class _SpikingSegmentation(SpikingSimulator):
+    """The Spiking-* networks: the subclass's ``body`` (the ANN twin's class) built with BNTT + LIF units, traced."""
+
+    body: type[_SegmentationVGG]  # DeepLab or FCN, set by the subclass
+
     def __init__(
         self,
-        arch: str,
         in_channels: int,
         out_channels: int,
-        num_steps: int,
-        spatial_dims: int,
-        channels: Sequence[int],
-        head_channels: int,
-        leak: float,
-        v_threshold: float,
-        surrogate: str | Surrogate,
-        encoding: str | Encoder,
-        chunk_size: int | None,
+        num_steps: int = 20,
+        spatial_dims: int = 2,
+        channels: Sequence[int] = (64, 128, 256),
+        head_channels: int = 1024,
+        leak: float = 0.99,
+        v_threshold: float = 1.0,
+        surrogate: str | Surrogate = "relative_triangle",
+        encoding: str | Encoder = "poisson_binary",
+        chunk_size: int | None = None,
     ) -> None:
         _check_positive_int("num_steps", num_steps)
         if isinstance(leak, bool) or not isinstance(leak, (int, float)) or not 0.0 < leak <= 1.0:
@@ -236,13 +226,13 @@ class _SpikingSegmentation(SpikingSimulator):
         make_surrogate(surrogate)  # unknown names fail here, listing the valid ones
         spiking = {"num_steps": num_steps, "leak": float(leak), "v_threshold": float(v_threshold)}
         spiking["surrogate"] = surrogate
-        body = _SegmentationVGG(arch, in_channels, out_channels, spatial_dims, channels, head_channels, spiking)
+        body = self.body(in_channels, out_channels, spatial_dims, channels, head_channels, spiking)
         gm = torch.fx.GraphModule(body, _Tracer().trace(body))
         super().__init__(gm, num_steps, encoding, chunk_size, in_channels=in_channels, spatial_dims=spatial_dims)
         self.max_steps = num_steps
         #: what :func:`make_network` needs to rebuild this network (saved next to its weights)
         self.settings = {
-            "architecture": f"spiking_{arch}",
+            "architecture": f"spiking_{self.body.arch}",
             "kwargs": {
                 "in_channels": in_channels, "out_channels": out_channels, "num_steps": num_steps,
                 "spatial_dims": spatial_dims, "channels": list(channels), "head_channels": head_channels,
@@ -251,20 +241,7 @@ class _SpikingSegmentation(SpikingSimulator):
                 "encoding": encoding if isinstance(encoding, str) else repr(encoding),
             },
         }  # fmt: skip
-        self.metadata.update(
-            {
-                "architecture": f"spiking_{arch}",
-                "in_channels": in_channels,
-                "out_channels": out_channels,
-                "spatial_dims": spatial_dims,
-                "channels": list(channels),
-                "head_channels": head_channels,
-                "neuron": "lif",
-                "leak": float(leak),
-                "v_threshold": float(v_threshold),
-                "num_steps": num_steps,
-            }
-        )
+        self.metadata.update(self.settings["kwargs"], architecture=self.settings["architecture"], neuron="lif")
 
     def check_input(self, x: torch.Tensor) -> None:
         """As :meth:`SpikingSimulator.check_input`, and ``num_steps`` within the T that BNTT was built for."""
@@ -307,24 +284,7 @@ class SpikingDeepLab(_SpikingSegmentation):
                                  torch.nn.CrossEntropyLoss(), method="bptt")
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        num_steps: int = 20,
-        spatial_dims: int = 2,
-        channels: Sequence[int] = (64, 128, 256),
-        head_channels: int = 1024,
-        leak: float = 0.99,
-        v_threshold: float = 1.0,
-        surrogate: str | Surrogate = "relative_triangle",
-        encoding: str | Encoder = "poisson_binary",
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(
-            "deeplab", in_channels, out_channels, num_steps, spatial_dims, channels, head_channels, leak,
-            v_threshold, surrogate, encoding, chunk_size,
-        )  # fmt: skip
+    body = DeepLab
 
 
 class SpikingFCN(_SpikingSegmentation):
@@ -340,24 +300,7 @@ class SpikingFCN(_SpikingSegmentation):
         y = snn(torch.rand(1, 3, 64, 64))  # [1, 11, 64, 64]
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        num_steps: int = 20,
-        spatial_dims: int = 2,
-        channels: Sequence[int] = (64, 128, 256),
-        head_channels: int = 1024,
-        leak: float = 0.99,
-        v_threshold: float = 1.0,
-        surrogate: str | Surrogate = "relative_triangle",
-        encoding: str | Encoder = "poisson_binary",
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(
-            "fcn", in_channels, out_channels, num_steps, spatial_dims, channels, head_channels, leak,
-            v_threshold, surrogate, encoding, chunk_size,
-        )  # fmt: skip
+    body = FCN
 
 
 def spiking_unet(
@@ -408,8 +351,10 @@ def spiking_unet(
     from monai_snn.networks.convertible_unet import ConvertibleUNet
 
     ann = ConvertibleUNet(spatial_dims, in_channels, out_channels, tuple(channels), bias=bias, dropout=dropout)
-    snn = spiking_from_scratch(ann, num_steps, neuron=neuron, encoding=encoding, surrogate=surrogate,
-                               thresholds=tuple(thresholds), initial_potential=initial_potential, leak=leak)  # fmt: skip
+    snn = spiking_from_scratch(
+        ann, num_steps, neuron=neuron, encoding=encoding, surrogate=surrogate, thresholds=tuple(thresholds),
+        initial_potential=initial_potential, leak=leak,
+    )  # fmt: skip
     snn.settings = {
         "architecture": "spiking_unet",
         "kwargs": {

@@ -107,22 +107,20 @@ class MultiLevelNeuron(SpikingNeuron):
             v = v * keep
         u = v + x.unsqueeze(0)
         levels = self.levels[::-1]  # ascending: compartment k has threshold v_threshold + k * spacing
+        theta = torch.tensor(levels, dtype=u.dtype, device=u.device).view(k, *([1] * x.ndim))
         if grad:
             spikes = torch.stack([self.surrogate.spike(u[i], levels[i]) for i in range(k)])
         else:
-            theta = torch.tensor(levels, dtype=u.dtype, device=u.device).view(k, *([1] * x.ndim))
             spikes = (u >= theta).to(u.dtype)
         if self.hard_reset:
             self.v = u
         else:
-            theta = torch.tensor(levels, dtype=u.dtype, device=u.device).view(k, *([1] * x.ndim))
             self.v = u - theta * (spikes.detach() if self.detach_reset else spikes)
         self.spikes = spikes
         out = spikes.sum(0)
         self._count(out.detach())
         if self.record_flow:
-            od = out.detach()
-            self.acc_output = od.clone() if self.acc_output is None else self.acc_output.add_(od)
+            self._record_flow(out)
         self.num_steps += 1
         return out
 

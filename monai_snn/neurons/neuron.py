@@ -156,11 +156,20 @@ class SpikingNeuron(TimeStepped):
             out = self._step_quantized(x)
         else:
             out = self._step_levels(x)
+        out = self._output(out)
         if self.record_flow and not self._flow_from_membrane():
-            od = out.detach()
-            self.acc_output = od.clone() if self.acc_output is None else self.acc_output.add_(od)
+            self._record_flow(out)
         self.num_steps += 1
         return out
+
+    def _output(self, spikes: torch.Tensor) -> torch.Tensor:
+        """What a step emits from its threshold-weighted spikes (the spikes themselves; subclasses may scale them)."""
+        return spikes
+
+    def _record_flow(self, out: torch.Tensor) -> None:
+        """Add this step's output to the recorded flow that :meth:`flow` reads (when the membrane cannot give it)."""
+        od = out.detach()
+        self.acc_output = od.clone() if self.acc_output is None else self.acc_output.add_(od)
 
     def _flow_from_membrane(self) -> bool:
         """Whether :meth:`flow` can recover the output flow from the final membrane (no leak, halving levels)."""

@@ -62,17 +62,11 @@ class RealSpikeNeuron(SpikingNeuron):
             raise RuntimeError(
                 f"RealSpikeNeuron has {self.num_channels} channel amplitudes, got input of shape {tuple(x.shape)}."
             )
-        record, self.record_flow = self.record_flow, False
-        try:
-            spikes = super().forward(x)
-        finally:
-            self.record_flow = record
-        scale = self.amplitude.view(1, -1, *([1] * (x.ndim - 2)))
-        out = spikes * scale
-        if self.record_flow:
-            od = out.detach()
-            self.acc_output = od.clone() if self.acc_output is None else self.acc_output.add_(od)
-        return out
+        return super().forward(x)
+
+    def _output(self, spikes: torch.Tensor) -> torch.Tensor:
+        """The binary spikes times the amplitude of their channel (the recorded flow is that product too)."""
+        return spikes * self.amplitude.view(1, -1, *([1] * (spikes.ndim - 2)))
 
     def extra_repr(self) -> str:
         return f"num_channels={self.num_channels}, " + super().extra_repr()
