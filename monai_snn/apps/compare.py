@@ -10,8 +10,9 @@ Reads what the stages of a fold already wrote (no model is run again):
 * each stage's ``done.json``: its wall-clock seconds.
 
 The conversion pipeline's cost is the sum of its stages (``train_ann`` + ``convert`` + ``finetune``); a directly
-trained network's (and an ANN twin's, ``train_<name>_ann``) is its own stage (``train_<name>``). The curves put every validation point at the cumulative
-iterations and wall-clock of its pipeline (fine-tuning starts where the ANN training and the conversion ended), as
+trained network's (and an ANN twin's, ``train_<name>_ann``) is its own stage (``train_<name>``). The curves put
+every validation point at the cumulative iterations and wall-clock of its pipeline (fine-tuning starts where the ANN
+training and the conversion ended), as
 the hippocampus paper's Table 3 / Fig. 6B compare them. Wall-clock times are only comparable within one run on one
 machine; they are printed as measured, with the machine of the evaluate stage.
 
