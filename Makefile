@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned in the same command so pip never resolves MONAI to a CUDA build
-	$(PY) -m pip install -q "torch==2.13.0" -e ".[test]"
+	$(PY) -m pip install -q "torch==2.13.0" -e ".[test,peers]"
 	touch $(STAMP)
 
 # main job: the hippocampus bundle, five-fold cross-validation (resumable: finished folds/stages are skipped)

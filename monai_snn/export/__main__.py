@@ -10,6 +10,10 @@ Example::
 
     python -m monai_snn.export --bundle_root bundles/em_snn --network finetuned --out em_snn_T8.ts
     python -m monai_snn.export --bundle_root bundles/denoise_snn --set color=true --network ann --out denoise_color_ann.ts
+    python -m monai_snn.export --bundle_root B --network NAME --out model.nir   # an SNN with IF neurons, to NIR
+
+The format follows ``--format`` or the suffix of ``--out`` (``.nir``: NIR, anything else: TorchScript). An NIR graph
+has fixed shapes: it is exported for the metadata's input patch (or ``--input_shape 1 C H W``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 
 from monai_snn.export.torchscript import export_torchscript
 
-FORMATS = ("torchscript",)
+FORMATS = ("torchscript", "nir")
 
 
 def _example_input(meta: dict, shape: Sequence[int] | None, channels: int | None) -> torch.Tensor:
@@ -51,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--bundle_root", required=True)
     p.add_argument("--network", default="finetuned", help="a name of the bundle's inference models")
     p.add_argument("--out", required=True, help="output file (.ts)")
-    p.add_argument("--format", default="torchscript", choices=FORMATS)
+    p.add_argument("--format", default=None, choices=FORMATS, help="default: from the suffix of --out")
     p.add_argument("--num_steps", type=int, default=None, help="T of a spiking network (default: its shipped T)")
     p.add_argument("--input_shape", type=int, nargs="+", default=None, help="example input B C *spatial")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="bundle overrides, e.g. color=true")
@@ -78,8 +82,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
         meta = json.loads((cfg / "metadata.json").read_text())
         channels = getattr(model, "in_channels", None) or getattr(network_def, "in_channels", None)
         example = _example_input(meta, args.input_shape, channels)
-        export_torchscript(model, example, args.out)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        fmt = args.format or ("nir" if str(args.out).endswith(".nir") else "torchscript")
+        if fmt == "nir":
+            from monai_snn.export.nir import write_nir
+
+            write_nir(model, args.out, tuple(example.shape[1:]))
+        else:
+            export_torchscript(model, example, args.out)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"exported {args.network!r} of {root.name} ({type(model).__name__}"
           f"{', T=' + str(model.num_steps) if hasattr(model, 'num_steps') else ''}) to {args.out}")  # fmt: skip

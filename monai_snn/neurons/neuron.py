@@ -61,11 +61,16 @@ class SpikingNeuron(TimeStepped):
         record_flow: keep what spiking-flow fine-tuning needs (:meth:`flow`). Without leak nothing extra is
             stored: the accumulated output is recovered from the final membrane (soft reset conserves charge);
             with leak the output flow (threshold-weighted spikes summed over time) is accumulated.
+        reset: ``"subtract"`` (soft reset, the default: the fired level is subtracted) or ``"zero"`` (hard reset:
+            a neuron that fires ``v > theta`` goes back to 0). ``"zero"`` is the IF node of the Neuromorphic
+            Intermediate Representation (NIR), which has no soft reset: :func:`monai_snn.export.nir_semantics`
+            switches a network to it to measure what an NIR export costs. One threshold only, no gradients.
 
     Raises:
         ValueError: when ``thresholds`` is empty, not strictly descending or holds a non-positive or non-finite
             level, ``v_threshold`` is not positive and finite, ``initial_potential`` is not in ``[0, 1)`` or
-            ``leak`` is not in ``(0, 1]``. The message names the parameter and its value. An unknown ``surrogate``
+            ``leak`` is not in ``(0, 1]``, ``reset`` is unknown or ``"zero"`` with several thresholds. The message
+            names the parameter and its value. An unknown ``surrogate``
             name raises MONAI's ``look_up_option`` error listing the valid names.
 
     Example::
@@ -85,6 +90,7 @@ class SpikingNeuron(TimeStepped):
         detach_reset: bool = False,
         count_spikes: bool = True,
         record_flow: bool = False,
+        reset: str = "subtract",
     ) -> None:
         super().__init__()
         if not (v_threshold > 0 and math.isfinite(v_threshold)):
@@ -94,6 +100,11 @@ class SpikingNeuron(TimeStepped):
         if not 0.0 < leak <= 1.0:
             raise ValueError(f"leak must be in (0, 1], got {leak}.")
         self.thresholds = _check_thresholds(thresholds)
+        if reset not in ("subtract", "zero"):
+            raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}.")
+        if reset == "zero" and len(self.thresholds) > 1:
+            raise ValueError(f"reset='zero' (hard reset) is defined for one threshold, got thresholds {self.thresholds}.")
+        self.reset_mode = reset
         self.v_threshold = float(v_threshold)
         self.initial_potential = float(initial_potential)
         self.leak = float(leak)
@@ -150,7 +161,9 @@ class SpikingNeuron(TimeStepped):
                 f"{type(self).__name__}: input shape {tuple(x.shape)} differs from the state shape "
                 f"{tuple(self.v.shape)}; call monai_snn.neurons.reset_states(network) between samples."
             )
-        if torch.is_grad_enabled() and (x.requires_grad or self.v.requires_grad):
+        if self.reset_mode == "zero":
+            out = self._step_hard_reset(x)
+        elif torch.is_grad_enabled() and (x.requires_grad or self.v.requires_grad):
             out = self._step_surrogate(x)
         elif self._geometric():
             out = self._step_quantized(x)
@@ -173,7 +186,7 @@ class SpikingNeuron(TimeStepped):
 
     def _flow_from_membrane(self) -> bool:
         """Whether :meth:`flow` can recover the output flow from the final membrane (no leak, halving levels)."""
-        return self.leak == 1.0 and self._geometric()
+        return self.leak == 1.0 and self._geometric() and self.reset_mode == "subtract"
 
     def _count(self, spikes: torch.Tensor) -> None:
         """Add this step's spikes (non-negative counts per element), summed over the batch, to ``spike_count``."""
@@ -248,6 +261,22 @@ class SpikingNeuron(TimeStepped):
         self.v = v
         return out
 
+    def _step_hard_reset(self, x: torch.Tensor) -> torch.Tensor:
+        """One threshold, hard reset (NIR's IF): fire where ``v > theta`` (strictly), then set ``v`` to 0 there."""
+        if torch.is_grad_enabled() and (x.requires_grad or self.v.requires_grad):
+            raise NotImplementedError(
+                f"{type(self).__name__}: reset='zero' has no surrogate gradient; train with reset='subtract'."
+            )
+        v = self._integrate(x, inplace=True)
+        theta = self.levels[0]
+        spikes = v.gt(theta).to(v.dtype)
+        if self.signed:
+            spikes.sub_(v.lt(-theta).to(v.dtype))
+        if self.spike_count is not None:
+            self._count(spikes.abs() if self.signed else spikes)
+        self.v = v.mul_(1.0 - spikes.abs())
+        return spikes.mul_(theta)
+
     def _step_levels(self, x: torch.Tensor) -> torch.Tensor:
         """Level-by-level firing without gradients (any descending thresholds)."""
         spikes, _, out, v = _fire_levels(self._integrate(x, inplace=True), self.levels, self.signed)
@@ -279,6 +308,8 @@ class SpikingNeuron(TimeStepped):
             s += f", leak={self.leak}"
         if self.signed:
             s += ", signed=True"
+        if self.reset_mode != "subtract":
+            s += f", reset={self.reset_mode!r}"
         return s
 
 
