@@ -9,7 +9,8 @@ Prints a markdown table for the 2D hippocampus U-Net (channels 16-128, input 56 
 * ``spikingjelly``: the same network with spikingjelly's ``IFNode`` (soft reset) stepped the same way, if
   ``pip install --no-deps spikingjelly`` worked in this environment;
 * ``multi-threshold``: the default simulator with multi-threshold neurons (2, 1, 0.5, 0.25), with and without spike
-  counting (a per-step popcount of the fired levels).
+  counting (a per-step popcount of the fired levels), with the compiled neuron update (the default where a C++
+  compiler is found, :mod:`monai_snn.neurons.fused`) and eager.
 
 Each case runs in a fresh process (peak RSS is per case); times are medians. Ratios are only comparable within one
 run: the machines are shared and noisy.
@@ -47,6 +48,10 @@ def build(case: str, T: int, chunk: int):
     neuron = "multi_threshold" if case.startswith("snn_mt") else "if"
     snn = convert_to_snn(ann, [x], neuron=neuron, num_steps=T, chunk_size=chunk, initial_potential=0.5)
     snn.count_spikes = case != "snn_mt_nocount"
+    if case == "snn_mt_eager":
+        from monai_snn.neurons import set_fused_update
+
+        set_fused_update(False)
     if case.startswith("snn"):
         return lambda: snn(x)
     gm = snn.network
@@ -133,12 +138,13 @@ def main() -> None:
         cases = [("snn", c) for c in args.chunks if c <= T]
         if T <= 32:
             cases.append(("snn", T))  # all T steps folded into the batch
-        cases += [("naive", 1), ("spikingjelly", 1), ("snn_mt", 1), ("snn_mt_nocount", 1)]
+        cases += [("naive", 1), ("spikingjelly", 1), ("snn_mt", 1), ("snn_mt_eager", 1), ("snn_mt_nocount", 1)]
         for case, chunk in dict.fromkeys(cases):
             r = run_case(case, T, chunk, reps, args.threads)
             label = {
                 "snn": f"monai_snn chunk={chunk}" + (" (all T folded)" if chunk == T and T > 1 else ""),
-                "snn_mt": "monai_snn multi-threshold, chunk=1",
+                "snn_mt": "monai_snn multi-threshold, chunk=1 (compiled update)",
+                "snn_mt_eager": "monai_snn multi-threshold, chunk=1, eager update",
                 "snn_mt_nocount": "monai_snn multi-threshold, chunk=1, count_spikes=False",
             }.get(case, case)
             if "error" in r:

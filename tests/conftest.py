@@ -12,6 +12,9 @@ import torch
 # One intra-op thread: on a 2-core machine shared with another process, 2 OpenMP threads measured 10-100x slower
 # (busy-waiting threads); alone, 1 thread costs about 1.5x. Tests need predictable time more than peak speed.
 torch.set_num_threads(1)
+# Neuron updates run eager in the suite (no compile time per worker); the compiled kernel is tested against eager,
+# bit for bit, in test_neurons.py.
+os.environ.setdefault("MONAI_SNN_FUSED", "0")
 
 # The longest modules, longest first (pytest --durations, 2026-12-05). ``make test`` runs the suite on every core with
 # pytest-xdist, one module per worker at a time (``--dist loadfile``: module fixtures are built once); starting these

@@ -258,3 +258,34 @@ def test_bptt_without_spike_counting():
         results.append((outs, torch.autograd.grad(outs.sum(), xs)[0]))
         assert (n.spike_count is None) == (not count)
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"thresholds": (2.0, 1.0, 0.5, 0.25), "initial_potential": 0.5},  # the converted networks' neuron
+        {"thresholds": (3.0, 1.5, 0.75), "signed": True, "leak": 0.9, "count_spikes": False},  # divide, leak, sign
+    ],
+)
+def test_compiled_update_equals_eager_bit_for_bit(kwargs):
+    from monai_snn.neurons import set_fused_update
+    from monai_snn.neurons.fused import _STATE, fused_update
+
+    torch.manual_seed(0)
+    xs = [torch.randn(3, 4, 6, 5) * 2 for _ in range(6)]
+    outs = {}
+    try:
+        for mode in (False, True):
+            set_fused_update(mode)
+            n = SpikingNeuron(**kwargs)
+            with torch.no_grad():
+                outs[mode] = ([n(x) for x in xs], n.v.clone(), None if n.spike_count is None else n.spike_count.clone())
+        assert fused_update(torch.device("cpu")) is not None and not _STATE["failed"]  # the kernel did run
+    finally:
+        set_fused_update(False)  # the suite runs eager (MONAI_SNN_FUSED=0 in conftest)
+    (o0, v0, c0), (o1, v1, c1) = outs[False], outs[True]
+    assert all(torch.equal(a, b) for a, b in zip(o0, o1))
+    assert torch.equal(v0, v1)
+    assert (c0 is None and c1 is None) or torch.equal(c0, c1.to(c0.dtype))
+    with pytest.raises(ValueError, match="fused update mode"):
+        set_fused_update("fast")

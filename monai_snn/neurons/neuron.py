@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
+from monai_snn.neurons.fused import fused_failed, fused_update
 from monai_snn.neurons.surrogate import Surrogate, make_surrogate
 from monai_snn.neurons.temporal import TimeStepped
 
@@ -239,6 +240,13 @@ class SpikingNeuron(TimeStepped):
         ``floor`` + ``clamp`` measured about 5x faster than ``(v >= theta).to(dtype)`` on CPU (no bool tensor), and
         the spike count uses an arithmetic popcount instead of a table lookup (integer indexing is slow).
         """
+        # one level: the eager path below is already a few in-place passes and measured as fast as the kernel
+        fn = fused_update(x.device) if len(self.thresholds) > 1 else None
+        if fn is not None and not x.requires_grad:
+            try:
+                return self._step_fused(fn, x)
+            except Exception as e:  # noqa: BLE001 - any compiler / runtime failure falls back to eager
+                fused_failed(e)
         v = self._integrate(x, inplace=True)
         levels = self.levels
         lo, n = levels[-1], len(levels)
@@ -258,6 +266,26 @@ class SpikingNeuron(TimeStepped):
             self._count(mag if n == 1 else _popcount(mag, n))
         out = q if lo == 1.0 else q.mul_(lo)  # q is not needed any more: scale it in place
         v.sub_(out)
+        self.v = v
+        return out
+
+    def _step_fused(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_step_quantized` as one compiled kernel (:mod:`monai_snn.neurons.fused`); same values."""
+        consts = getattr(self, "_fused_consts", None)
+        if consts is None or consts[0] != (self.levels, self.leak, x.dtype):
+            lo = self.levels[-1]
+            exact = math.frexp(lo)[0] == 0.5
+            leak = None if self.leak == 1.0 else torch.tensor(self.leak, dtype=x.dtype)
+            scale = torch.tensor(1.0 / lo if exact else lo, dtype=x.dtype)
+            consts = ((self.levels, self.leak, x.dtype), leak, scale, torch.tensor(lo, dtype=x.dtype), exact)
+            self._fused_consts = consts
+        _, leak, scale, lo, exact = consts
+        n = len(self.levels)
+        out, v, spikes = fn(
+            self.v, x, leak, scale, lo, float(2**n - 1), n, self.signed, self.spike_count is not None, exact
+        )
+        if spikes is not None:
+            self.spike_count.add_(spikes)
         self.v = v
         return out
 
