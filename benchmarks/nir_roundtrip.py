@@ -16,7 +16,7 @@ export time. Results go to ``benchmarks/nir_roundtrip_results.txt`` with ``--sav
 
 Usage::
 
-    python benchmarks/nir_roundtrip.py --num_images 8 --save
+    python benchmarks/nir_roundtrip.py --num_images 8 2 --save   # 8 hippocampus volumes, 2 DRIVE images
     python benchmarks/nir_roundtrip.py --bundles hippocampus_snn --num_images 2 --steps 8   # smoke
 """
 
@@ -143,7 +143,7 @@ def run_bundle(bundle: str, num_images: int, steps: int, threads: int) -> list[s
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundles", nargs="+", default=["hippocampus_snn", "drive_snn"])
-    p.add_argument("--num_images", type=int, default=8)
+    p.add_argument("--num_images", type=int, nargs="+", default=[8, 2], help="test images per bundle (one or one each)")
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save", action="store_true")
@@ -155,8 +155,9 @@ def main(argv=None) -> None:
         f"python {sys.version.split()[0]}. Data: the bundles' test sets in MONAI_SNN_DATA.",
         "",
     ]
-    for b in args.bundles:
-        lines += run_bundle(b, args.num_images, args.steps, args.threads)
+    counts = args.num_images * len(args.bundles) if len(args.num_images) == 1 else args.num_images
+    for b, n in zip(args.bundles, counts):
+        lines += run_bundle(b, n, args.steps, args.threads)
         print("\n".join(lines[-12:]), flush=True)
     if args.save:
         (ROOT / "benchmarks" / "nir_roundtrip_results.txt").write_text("\n".join(lines) + "\n")

@@ -202,6 +202,22 @@ def test_direct_training_stage(tiny_msd, tmp_path):
     assert snn.num_steps == 2 and snn(torch.rand(2, 1, 48, 40)).shape == (2, 1, 48, 40)
 
 
+def test_quantization_aware_ann_converts_without_loss(tiny_msd, tmp_path):
+    """activation=qcfs: the ANN trains with the multi-threshold neuron's transfer at design_steps = 1, convert reads
+    its clipping levels (no percentile search) and the converted SNN at T = 1 scores what the ANN scores."""
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    overrides = {k: TINY[k] for k in ("channels", "num_folds", "max_epochs", "steps_sweep", "num_calibration")}
+    overrides.update(activation="qcfs", design_steps=1, data_dir=str(tiny_msd))
+    status = run_cross_validation(BUNDLE, tmp_path, folds=[0], stages=["train_ann", "convert"], quiet=True,
+                                  overrides=overrides)  # fmt: skip
+    assert status == {"fold0/train_ann": "done", "fold0/convert": "done"}
+    m = json.loads((tmp_path / "fold0" / "convert" / "metrics.json").read_text())
+    assert m["settings"]["normalization"] == "clip" and m["settings"]["num_steps"] == 1
+    assert m["settings"]["activation"] == "qcfs" and not m.get("percentile_search")
+    assert m["converted"]["dice_3d_mean"] == pytest.approx(m["ann"]["dice_3d_mean"], abs=1e-3)
+
+
 def _fake_fold(fold_dir: Path, evaluate: dict, convert: dict) -> None:
     for stage, data in (("evaluate", evaluate), ("convert", convert)):
         (fold_dir / stage).mkdir(parents=True)

@@ -273,11 +273,15 @@ def test_dead_layer_gives_warning_not_nan():
 
 # registries -------------------------------------------------------------------------------------------------
 def test_normalization_registry(monkeypatch):
-    assert {"layer", "connection", "threshold_balancing", "none"} <= set(NORMALIZATIONS)
+    assert {"layer", "connection", "threshold_balancing", "clip", "none"} <= set(NORMALIZATIONS)
     torch.manual_seed(0)
     ann = ConvertibleUNet(2, 1, 1, channels=(2, 4)).eval()
     x = torch.rand(2, 1, 8, 8)
     for name in NORMALIZATIONS:
+        if name == "clip":  # reads QCFS clipping levels: tests/test_qcfs.py
+            with pytest.raises(ValueError, match="has no QCFS activation"):
+                convert_to_snn(ann, None, normalization=name)
+            continue
         snn = convert_to_snn(ann, None if name == "none" else [x], normalization=name, num_steps=2)
         assert snn.metadata["normalization"] == name
         assert len(snn.metadata["scales"]) == (0 if name == "none" else len(snn.neurons())), name

@@ -95,11 +95,13 @@ def convert_to_snn(
     Args:
         ann: the trained ANN.
         calibration_data: iterable of input batches (tensors, or dicts with ``"image"`` such as a MONAI
-            ``DataLoader``); may be ``None`` only with ``normalization="none"``.
+            ``DataLoader``); may be ``None`` with ``normalization="none"`` or ``"clip"``.
         normalization: a name of :data:`~monai_snn.conversion.NORMALIZATIONS`: ``"connection"`` (each part of a
             concatenation scaled by its producer), ``"layer"`` (one scale per layer, from the whole concatenated
-            input), ``"threshold_balancing"`` (spike-norm on the SNN's own input currents) or ``"none"`` (weights
-            copied unchanged, e.g. before loading a fine-tuned SNN's ``state_dict``).
+            input), ``"threshold_balancing"`` (spike-norm on the SNN's own input currents), ``"clip"`` (the learnt
+            clipping levels of QCFS activations; ``neuron``, ``thresholds`` and ``initial_potential`` must match
+            them: :func:`~monai_snn.networks.qcfs_conversion` gives all of it) or ``"none"`` (weights copied
+            unchanged, e.g. before loading a fine-tuned SNN's ``state_dict``).
         percentile: percentile of the activations (or input currents) used as scale, in (0, 100]; 100 is the max.
         neuron: a name of :data:`~monai_snn.neurons.NEURONS`: ``"if"`` (one threshold), ``"multi_threshold"``
             (``thresholds``) or ``"lif"`` (one threshold, membrane decay ``leak``).
@@ -158,6 +160,17 @@ def convert_to_snn(
     if not 0.0 <= initial_potential < 1.0:
         raise ValueError(f"initial_potential must be in [0, 1), got {initial_potential!r}.")
 
+    if normalization == "clip":
+        from monai_snn.networks.qcfs import qcfs_conversion
+
+        design = qcfs_conversion(ann)
+        got = {"neuron": neuron, "thresholds": tuple(levels), "initial_potential": initial_potential}
+        want = {k: design[k] for k in got}
+        if got != want:
+            raise ValueError(
+                f"normalization='clip': the neuron must realise the ANN's QCFS activations, {want}; got {got} "
+                "(pass **monai_snn.networks.qcfs_conversion(ann))."
+            )
     graph = trace_ann(ann)
     gm = graph.module
     batches: list[torch.Tensor] = []

@@ -3,7 +3,7 @@
 The ANN is traced with ``torch.fx`` into a graph whose nodes are of four kinds:
 
 * ``synapse``: convolutions and transposed convolutions (the layers that carry weights),
-* ``neuron``: ReLU activations (they become spiking neurons),
+* ``neuron``: ReLU (or QCFS) activations (they become spiking neurons),
 * ``linear``: parameter-free linear, channel-preserving ops (average pooling, dropout, identity, upsampling,
   the U-Net input check) and channel concatenation,
 * ``input`` / ``output``.
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_snn.networks.convertible_unet import check_unet_input
+from monai_snn.networks.qcfs import QCFS
 
 __all__ = ["ConversionGraph", "BlockSource", "trace_ann", "SYNAPSE_TYPES", "PASS_TYPES"]
 
@@ -51,7 +52,7 @@ RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
 CAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
 PASS_FUNCTIONS = (check_unet_input,)
 _SUPPORTED = (
-    "Conv/ConvTranspose (1-3D), ReLU, AvgPool, AdaptiveAvgPool, Dropout, Identity, Upsample, "
+    "Conv/ConvTranspose (1-3D), ReLU, QCFS, AvgPool, AdaptiveAvgPool, Dropout, Identity, Upsample, "
     "BatchNorm directly after a convolution (folded), torch.cat along channels"
 )
 
@@ -171,6 +172,13 @@ def _fold_bn(gm: torch.fx.GraphModule, bn_node: torch.fx.Node) -> None:
     logger.info("folded batch norm %r into convolution %r", bn_node.target, prev.target)
 
 
+class _ActivationLeafTracer(torch.fx.Tracer):
+    """Keeps QCFS activations (which check their clipping level) as single nodes, like ReLU modules."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, QCFS) or super().is_leaf_module(m, module_qualified_name)
+
+
 def trace_ann(ann: nn.Module) -> ConversionGraph:
     """Copy, trace and check an ANN for conversion.
 
@@ -192,7 +200,7 @@ def trace_ann(ann: nn.Module) -> ConversionGraph:
         raise TypeError(f"ann must be a torch.nn.Module, got {type(ann).__name__}.")
     model = copy.deepcopy(ann).eval()
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = torch.fx.GraphModule(model, _ActivationLeafTracer().trace(model), type(model).__name__)
     except Exception as e:  # noqa: BLE001 - re-raised with context
         raise ValueError(
             f"could not trace {type(ann).__name__} with torch.fx for conversion ({type(e).__name__}: {e}); "
@@ -218,12 +226,12 @@ def trace_ann(ann: nn.Module) -> ConversionGraph:
                 if mod.groups != 1:
                     raise ValueError(f"{_describe(node, gm)}: grouped convolutions are not supported.")
                 kinds[node.name] = "synapse"
-            elif isinstance(mod, nn.ReLU):
+            elif isinstance(mod, (nn.ReLU, QCFS)):
                 # every ReLU call site gets its own module: a shared nn.ReLU would share the neuron state
                 if node.target in used_relu_targets:
                     relu_count += 1
                     new_target = f"{node.target.replace('.', '_')}_call{relu_count}"
-                    gm.add_submodule(new_target, nn.ReLU())
+                    gm.add_submodule(new_target, copy.deepcopy(mod))
                     node.target = new_target
                 used_relu_targets.add(node.target)
                 kinds[node.name] = "neuron"

@@ -8,7 +8,9 @@ Every spiking layer ends up with unit base threshold; its scale is folded into t
 ``"connection"`` uses ``lambda_in(p) = lambda_p`` for every part of a concatenation (Spiking-UNet's
 connection-wise normalization), so each skip connection keeps its own scale and the SNN is invariant to
 function-preserving rescalings of the ANN. ``"layer"`` uses one scale for the whole concatenated input (the
-percentile of the concatenation), the layer-wise baseline. ``"threshold_balancing"`` sets ``lambda_l`` layer
+percentile of the concatenation), the layer-wise baseline. ``"clip"`` reads each scale from the learnt clipping level
+of the ANN's :class:`~monai_snn.networks.QCFS` activations (quantization-aware training: no calibration data, no
+percentile) and scales like ``"connection"``. ``"threshold_balancing"`` sets ``lambda_l`` layer
 by layer from the input currents of the spiking network itself (spike-norm, Sengupta et al. 2019), and scales
 consumers like ``"connection"`` does, so the readout stays in the ANN's units. ``"none"`` copies the weights
 unchanged.
@@ -42,6 +44,7 @@ __all__ = [
     "scale_input_block",
     "scale_output",
     "apply_normalization",
+    "clip_levels",
     "threshold_balance",
 ]
 
@@ -131,6 +134,38 @@ def layer_wise(graph: ConversionGraph, batches: Sequence[torch.Tensor], percenti
     return _activation_normalization(graph, batches, percentile, "layer")
 
 
+def clip_levels(graph: ConversionGraph, batches: Sequence[torch.Tensor], percentile: float) -> dict[str, float]:
+    """Connection-wise normalization with each layer's scale read from its QCFS clipping level, in place.
+
+    Args:
+        graph: the traced ANN (QCFS activations) with resolved input blocks.
+        batches: unused (the scales were learnt).
+        percentile: unused.
+
+    Returns:
+        neuron node -> scale (the clipping level).
+
+    Raises:
+        ValueError: an activation is not a QCFS (named), or a clipping level is not positive.
+    """
+    from monai_snn.networks.qcfs import QCFS
+
+    lambdas: dict[str, float] = {}
+    for node in graph.neuron_nodes():
+        act = graph.module.get_submodule(graph.nodes[node].target)
+        if not isinstance(act, QCFS):
+            raise ValueError(
+                f"normalization='clip' reads QCFS clipping levels, but activation {graph.nodes[node].target!r} is "
+                f"{type(act).__name__}; use 'connection' for ReLU networks."
+            )
+        lam = float(act.clip.detach())
+        if not lam > 0:
+            raise ValueError(f"QCFS clipping level of {graph.nodes[node].target!r} is {lam:g} <= 0.")
+        lambdas[node] = lam
+    apply_normalization(graph, lambdas, "connection")
+    return lambdas
+
+
 @torch.no_grad()
 def threshold_balance(
     snn: nn.Module, graph: ConversionGraph, batches: Sequence[torch.Tensor], percentile: float, num_steps: int
@@ -198,8 +233,10 @@ class Normalization:
         snn: ``fn(snn, graph, batches, percentile, num_steps) -> scales`` run on the built
             :class:`~monai_snn.networks.SpikingSimulator`, e.g. :func:`threshold_balance`; ``None``: nothing.
 
-    Both fold their scales into the weights in place and return neuron node -> scale. With neither, no
-    calibration data is read (``"none"``).
+        reads_data: ``False`` when the scales need no calibration data (``"clip"``).
+
+    Both fold their scales into the weights in place and return neuron node -> scale. With neither (or
+    ``reads_data=False``), no calibration data is read (``"none"``, ``"clip"``).
 
     Example::
 
@@ -208,16 +245,18 @@ class Normalization:
 
     ann: Callable[[ConversionGraph, Sequence[torch.Tensor], float], dict[str, float]] | None = None
     snn: Callable[[nn.Module, ConversionGraph, Sequence[torch.Tensor], float, int], dict[str, float]] | None = None
+    reads_data: bool = True
 
     @property
     def needs_data(self) -> bool:
         """Whether calibration data is read."""
-        return self.ann is not None or self.snn is not None
+        return self.reads_data and (self.ann is not None or self.snn is not None)
 
 
 NORMALIZATIONS: dict[str, Normalization] = {
     "layer": Normalization(ann=layer_wise),
     "connection": Normalization(ann=connection_wise),
     "threshold_balancing": Normalization(snn=threshold_balance),
+    "clip": Normalization(ann=clip_levels, reads_data=False),
     "none": Normalization(),
 }

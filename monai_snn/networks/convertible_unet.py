@@ -7,7 +7,10 @@ from collections.abc import Sequence
 import torch
 import torch.fx
 from monai.networks.layers.factories import Conv, Dropout, Pool
+from monai.networks.layers.utils import get_act_layer
 from torch import nn
+
+from monai_snn.networks.qcfs import QCFS
 
 __all__ = ["ConvertibleUNet", "check_unet_input"]
 
@@ -50,11 +53,19 @@ class ConvertibleUNet(nn.Module):
         channels: feature channels per level, e.g. ``(16, 32, 64, 128)`` (4 levels, 3 poolings).
         bias: use biases in the convolutions (the hippocampus paper removed them).
         dropout: dropout probability after each level (0 disables).
+        act: the activation, as MONAI's ``get_act_layer`` takes it: ``"relu"`` (default) or ``("qcfs", {...})``,
+            the quantization-aware :class:`~monai_snn.networks.QCFS` (the transfer of the spiking neuron at a design
+            ``T``, learnable clipping level per layer), for conversion without loss at short ``T``.
+
+    Raises:
+        ValueError: bad sizes, ``dropout`` outside ``[0, 1)``, or an activation other than ReLU / QCFS (other
+            activations do not convert).
 
     Example::
 
         net = ConvertibleUNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128))
         y = net(torch.rand(2, 1, 56, 48))  # [2, 1, 56, 48]
+        qnet = ConvertibleUNet(2, 1, 1, act=("qcfs", {"design_steps": 2, "thresholds": (2.0, 1.0, 0.5, 0.25)}))
     """
 
     def __init__(
@@ -65,6 +76,7 @@ class ConvertibleUNet(nn.Module):
         channels: Sequence[int] = (16, 32, 64, 128),
         bias: bool = True,
         dropout: float = 0.0,
+        act: str | tuple = "relu",
     ) -> None:
         super().__init__()
         if spatial_dims not in (1, 2, 3):
@@ -83,13 +95,16 @@ class ConvertibleUNet(nn.Module):
         conv = Conv[Conv.CONV, spatial_dims]
         convt = Conv[Conv.CONVTRANS, spatial_dims]
         drop = Dropout[Dropout.DROPOUT, spatial_dims]
+        if not isinstance(get_act_layer(act), (nn.ReLU, QCFS)):
+            raise ValueError(f"act must be 'relu' or ('qcfs', {{...}}) (activations that convert), got {act!r}.")
+        self.activation = "qcfs" if isinstance(get_act_layer(act), QCFS) else "relu"
 
         def block(cin: int, cout: int) -> nn.Sequential:
             layers: list[nn.Module] = [
                 conv(cin, cout, 3, padding=1, bias=bias),
-                nn.ReLU(),
+                get_act_layer(act),
                 conv(cout, cout, 3, padding=1, bias=bias),
-                nn.ReLU(),
+                get_act_layer(act),
             ]
             if dropout > 0:
                 layers.append(drop(dropout))
@@ -104,9 +119,12 @@ class ConvertibleUNet(nn.Module):
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for c_low, c in zip(self.channels[:0:-1], self.channels[-2::-1]):
-            self.up.append(nn.Sequential(convt(c_low, c, 2, stride=2, bias=bias), nn.ReLU()))
+            self.up.append(nn.Sequential(convt(c_low, c, 2, stride=2, bias=bias), get_act_layer(act)))
             self.decoder.append(block(2 * c, c))
         self.head = conv(self.channels[0], out_channels, 1, bias=bias)
+        for name, m in self.named_modules():
+            if isinstance(m, QCFS):
+                m.layer_name = name  # named in its errors
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = check_unet_input(x, self.in_channels, self.spatial_dims, self.size_divisor)

@@ -68,8 +68,8 @@ def quantized_update(
     count: bool,
     exact: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One soft-reset step with halving levels (``n`` levels, smallest ``lo``): output, new membrane, spikes summed
-    over the batch (``None`` unless ``count``). ``exact``: ``scale`` is ``1 / lo`` and a power of two (multiply),
+    """One soft-reset step with halving levels (``n`` levels, smallest ``lo``): output, new membrane, spikes per
+    element (``None`` unless ``count``). ``exact``: ``scale`` is ``1 / lo`` and a power of two (multiply),
     otherwise ``scale`` is ``lo`` (divide), as the eager path does so that ``v == k * lo`` lands on level ``k``."""
     if leak is not None:
         v = v * leak
@@ -83,11 +83,10 @@ def quantized_update(
     out = q * lo
     v = v - out
     spikes = None
-    if count:
-        c = mag
+    if count:  # per element; summed over the batch by the caller (a reduction inside the kernel measured slower)
+        spikes = mag
         for k in range(1, n):
-            c = c - torch.floor(mag * (0.5**k))
-        spikes = c.sum(0, keepdim=True) if c.ndim > 1 else c.sum().reshape(1)
+            spikes = spikes - torch.floor(mag * (0.5**k))
     return out, v, spikes
 
 

@@ -285,7 +285,7 @@ class SpikingNeuron(TimeStepped):
             self.v, x, leak, scale, lo, float(2**n - 1), n, self.signed, self.spike_count is not None, exact
         )
         if spikes is not None:
-            self.spike_count.add_(spikes)
+            self._count(spikes)
         self.v = v
         return out
 

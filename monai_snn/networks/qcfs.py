@@ -1,0 +1,142 @@
+# Copyright (c) monai_snn contributors
+# Licensed under the Apache License, Version 2.0
+"""Quantization-aware activation for conversion: the transfer function of the spiking neuron the ANN will become.
+
+QCFS (quantization-clip-floor-shift, Bu et al., ICLR 2022) trains the ANN with the activation a soft-reset neuron
+realises, so that conversion at the design ``T`` is exact instead of approximate. Here it is written for this
+project's neurons: a neuron with halving levels ``thresholds`` (relative to a clipping level ``lambda``; IF is
+``(1,)``, the multi-threshold neuron ``(2, 1, 0.5, 0.25)``), an initial potential ``phi`` (fraction of the smallest
+level ``lo``) and ``T`` steps of a constant input ``x`` emits on average
+
+    ``h(x) = lambda * q * clamp(floor(x / (lambda * q) + phi), 0, T * (2**n - 1))``,  ``q = lo / T``:
+
+``T`` levels for IF, ``15 T`` for the four-level neuron, a rounding quantizer for ``phi = 0.5``. The clipping level
+``lambda`` is learnt per layer (gradients by the straight-through estimator of ``floor``: ``dh/dx = 1`` inside the
+range; ``dh/dlambda = h / lambda - x / lambda`` inside, ``(2**n - 1)`` levels' top above) and becomes the layer's
+scale at conversion (``normalization="clip"``: no percentile search).
+
+At ``T = 1`` every layer of the converted network sees a single step, so the SNN reproduces the QCFS ANN exactly
+(up to float rounding at level boundaries); at ``T > 1`` the inputs of deeper layers are spike trains rather than
+constants, and the match is close but not exact (``tests/test_qcfs.py`` measures both).
+
+Example::
+
+    net = ConvertibleUNet(2, 1, 1, act=("qcfs", {"design_steps": 2, "thresholds": (2.0, 1.0, 0.5, 0.25)}))
+    snn = convert_to_snn(net, None, **qcfs_conversion(net))  # neuron, thresholds, v0, T from the activations
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.networks.layers.factories import Act
+from torch import nn
+
+__all__ = ["QCFS", "qcfs_conversion"]
+
+
+class QCFS(nn.Module):
+    """Clip-floor-shift activation with a learnable clipping level (one per layer).
+
+    Args:
+        design_steps: the ``T`` the converted SNN will run at (>= 1).
+        thresholds: relative levels of the target neuron, highest first, each half the previous one (IF:
+            ``(1.0,)``; multi-threshold: ``(2.0, 1.0, 0.5, 0.25)``).
+        initial_potential: the neuron's initial membrane as a fraction of its smallest level, in ``[0, 1)``
+            (``0.5``: rounding).
+        clip_init: initial clipping level ``lambda`` (> 0).
+
+    Raises:
+        ValueError: ``design_steps < 1``, levels that are not halving (the neuron's greedy firing is then no
+            uniform quantizer), ``initial_potential`` outside ``[0, 1)``, ``clip_init <= 0``; in ``forward``, a
+            clipping level that trained to ``<= 0`` (the message names the layer).
+
+    Example::
+
+        act = QCFS(design_steps=2, thresholds=(1.0,))  # the IF neuron at T = 2: levels 0, lambda / 2, lambda
+    """
+
+    def __init__(
+        self,
+        design_steps: int = 2,
+        thresholds: Sequence[float] = (1.0,),
+        initial_potential: float = 0.5,
+        clip_init: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if isinstance(design_steps, bool) or not isinstance(design_steps, int) or design_steps < 1:
+            raise ValueError(f"design_steps must be a positive integer, got {design_steps!r}.")
+        levels = tuple(float(t) for t in thresholds)
+        if not levels or any(not (t > 0 and math.isfinite(t)) for t in levels):
+            raise ValueError(f"thresholds must be positive and finite, got {tuple(thresholds)}.")
+        if any(abs(a / 2.0 - b) > 1e-9 * a for a, b in zip(levels, levels[1:])):
+            raise ValueError(
+                f"thresholds {levels}: the QCFS activation realises neurons whose levels halve (IF: (1.0,); "
+                "multi-threshold: (2.0, 1.0, 0.5, 0.25)); other level sets fire greedily into a non-uniform grid."
+            )
+        if not 0.0 <= initial_potential < 1.0:
+            raise ValueError(f"initial_potential must be in [0, 1), got {initial_potential!r}.")
+        if not clip_init > 0:
+            raise ValueError(f"clip_init must be positive, got {clip_init!r}.")
+        self.design_steps = int(design_steps)
+        self.thresholds = levels
+        self.initial_potential = float(initial_potential)
+        self.quantum = levels[-1] / design_steps  # in units of lambda
+        self.max_count = float(design_steps * (2 ** len(levels) - 1))
+        self.clip = nn.Parameter(torch.tensor(float(clip_init)))
+        self.layer_name = ""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lam = self.clip
+        if not bool(lam > 0):
+            raise ValueError(
+                "QCFS clipping level of layer '" + self.layer_name + "' trained to " + str(float(lam)) + " <= 0; "
+                "lower the learning rate or the weight decay of the clipping levels."
+            )
+        step = lam * self.quantum
+        z = x / step + self.initial_potential
+        z = z + (torch.floor(z) - z).detach()  # straight-through floor
+        return torch.clamp(z, 0.0, self.max_count) * step
+
+    def extra_repr(self) -> str:
+        return (
+            f"design_steps={self.design_steps}, thresholds={self.thresholds}, "
+            f"initial_potential={self.initial_potential}, clip={float(self.clip.detach()):.4g}"
+        )
+
+
+def qcfs_conversion(ann: nn.Module) -> dict[str, Any]:
+    """The ``convert_to_snn`` arguments that make the SNN realise ``ann``'s QCFS activations.
+
+    Returns:
+        ``normalization="clip"``, ``neuron`` (``"if"`` for one level, else ``"multi_threshold"``), ``thresholds``,
+        ``initial_potential`` and ``num_steps`` (the design ``T``).
+
+    Raises:
+        ValueError: ``ann`` has no QCFS activation, or its activations disagree (design ``T``, levels or shift).
+
+    Example::
+
+        snn = convert_to_snn(ann, None, **qcfs_conversion(ann))
+    """
+    acts = [m for m in ann.modules() if isinstance(m, QCFS)]
+    if not acts:
+        raise ValueError(f"{type(ann).__name__} has no QCFS activation; train it with act=('qcfs', {{...}}).")
+    designs = {(a.design_steps, a.thresholds, a.initial_potential) for a in acts}
+    if len(designs) > 1:
+        raise ValueError(f"the QCFS activations of {type(ann).__name__} disagree: {sorted(designs)}.")
+    steps, levels, phi = designs.pop()
+    return {
+        "normalization": "clip",
+        "neuron": "if" if len(levels) == 1 else "multi_threshold",
+        "thresholds": levels,
+        "initial_potential": phi,
+        "num_steps": steps,
+    }
+
+
+if "QCFS" not in Act.names:
+    Act.add_factory_callable("qcfs", lambda: QCFS, "quantization-aware clip-floor-shift (monai_snn)")
