@@ -74,7 +74,7 @@ def test_trained_on_real_slices_converts_exactly_at_t1(hippo_slices):
         opt.zero_grad()
         loss_fn(ann(tx[idx]), ty[idx]).backward()
         opt.step()
-    clips = [float(m.clip) for m in ann.modules() if isinstance(m, QCFS)]
+    clips = [float(m.clip.detach()) for m in ann.modules() if isinstance(m, QCFS)]
     assert len(set(clips)) > 1  # the clipping levels did train, each its own way
     ann.eval()
     snn = convert_to_snn(ann, None, **qcfs_conversion(ann))
