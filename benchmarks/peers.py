@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import platform
 import statistics
@@ -58,16 +57,7 @@ def _plain_unet(ann):
 
     class PlainUNet(ConvertibleUNet):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h, skips = x, []
-            for i, enc in enumerate(self.encoder):
-                if i > 0:
-                    h = self.pool(h)
-                h = enc(h)
-                skips.append(h)
-            skips.pop()
-            for up, dec in zip(self.up, self.decoder):
-                h = dec(torch.cat([skips.pop(), up(h)], dim=1))
-            return self.head(h)
+            return self.forward_unchecked(x)
 
     plain = PlainUNet(ann.spatial_dims, ann.in_channels, ann.out_channels, ann.channels)
     plain.load_state_dict(ann.state_dict())
@@ -118,13 +108,15 @@ class SinabsRunner:
 
 def _sinabs_note() -> str:
     try:
-        import sinabs  # noqa: F401
+        import sinabs  # noqa: F401 - only whether it is importable
     except ImportError as e:
         return (f"sinabs not installed ({e.name}): sinabs 3.1.3 pins nir 1.0.4 / nirtorch 2.0.2, which conflict with "
                 "the NIR export's nir 1.0.8 / nirtorch 2.6, so it is not in the [peers] extra; install it beside with "
                 "`pip install --no-deps --target DIR sinabs==3.1.3 pbr` and PYTHONPATH=DIR")  # fmt: skip
-    return ("sinabs 3.1.3 `from_model` converts the U-Net (module by module: concatenation and transposed "
-            "convolutions stay PyTorch ops); no weight normalization (its normalize_weights needs a flat model)")  # fmt: skip
+    return (
+        "sinabs 3.1.3 `from_model` converts the U-Net (module by module: concatenation and transposed convolutions "
+        "stay PyTorch ops); no weight normalization (its normalize_weights needs a flat model)"
+    )
 
 
 def _slices(volumes):

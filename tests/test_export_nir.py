@@ -104,7 +104,7 @@ def test_round_trip_on_real_slices(trained_ann, hippo_slices):
     assert dice(theirs, y) > 0.2  # a real (if coarse: hard reset at T = 16) segmentation, not an empty mask
 
 
-def test_bundle_command_writes_nir_and_refuses_multi_threshold(tmp_path):
+def test_bundle_command_refuses_what_nir_cannot_express(tmp_path):
     with pytest.raises(SystemExit, match="multi-threshold neuron"):
         main(["--bundle_root", str(REPO / "bundles" / "hippocampus_snn"), "--network", "converted",
               "--out", str(tmp_path / "h.nir")])  # fmt: skip

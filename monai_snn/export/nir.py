@@ -75,6 +75,11 @@ _LINEAR_MODULES = (
 _LINEAR_FUNCTIONS = (torch.cat, operator.add, torch.add)
 
 
+def _nir_name(layer: str) -> str:
+    """The NIR node name of a layer (dots as underscores)."""
+    return layer.replace(".", "_")
+
+
 class NIRExportError(ValueError):
     """A network (or one of its layers) that NIR cannot express; the message names the layer and what is supported."""
 
@@ -191,24 +196,25 @@ class _Probe(torch.fx.Interpreter):
         return args[0]
 
 
+def _reachable(start: torch.fx.Node, step) -> set[str]:
+    """Names of the nodes reached from ``start`` (included) by repeatedly following ``step(node)``."""
+    seen, stack = set(), [start]
+    while stack:
+        n = stack.pop()
+        if n.name not in seen:
+            seen.add(n.name)
+            stack.extend(step(n))
+    return seen
+
+
 def _probe_plan(gm: torch.fx.GraphModule, source: str, sink: str, zero_values: dict[str, torch.Tensor]):
     """Nodes to run for ``source`` -> ``sink`` (the sink's ancestors) and those that stay at their zero-run value
     (not downstream of the source)."""
     by_target = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
     sink_node = next(n for n in gm.graph.nodes if n.op == "output") if sink == "output" else by_target[sink]
     src_node = next(n for n in gm.graph.nodes if n.op == "placeholder") if source == "input" else by_target[source]
-    needed, stack = set(), [sink_node]
-    while stack:
-        n = stack.pop()
-        if n.name not in needed:
-            needed.add(n.name)
-            stack.extend(n.all_input_nodes)
-    down, stack = set(), [src_node]
-    while stack:
-        n = stack.pop()
-        if n.name not in down:
-            down.add(n.name)
-            stack.extend(n.users)
+    needed = _reachable(sink_node, lambda n: n.all_input_nodes)
+    down = _reachable(src_node, lambda n: n.users)
     constant = {k: zero_values[k] for k in needed if k not in down and k in zero_values and k != sink_node.name}
     return needed, constant
 
@@ -336,7 +342,8 @@ def to_nir(snn: nn.Module, input_shape: Sequence[int], *, canvas: int | None = N
         snn: a :class:`~monai_snn.networks.SpikingSimulator` over a 2D network with IF neurons.
         input_shape: ``(C, H, W)`` of the input; NIR's neuron nodes have fixed shapes, so the graph is for this
             size. ``H`` and ``W`` must be multiples of the coarsest grid cell (the network's size divisor).
-        canvas: size of the impulse canvas used to measure the synapses (default: 4 x the coarsest cell, doubled while a synapse reaches its border).
+        canvas: size of the impulse canvas used to measure the synapses (default: 4 x the coarsest cell, doubled
+            while a synapse reaches its border).
         check: compare every exported synapse with the original layers on random spikes (relative error 1e-4).
 
     Returns:
@@ -407,15 +414,12 @@ def to_nir(snn: nn.Module, input_shape: Sequence[int], *, canvas: int | None = N
         raise NIRExportError(f"canvas {canvas} must be a multiple of {coarsest}.")
     for _ in range(4):
         try:
-            synapses = _measure(gm, neurons, sinks, shapes, cells, pixels, c_in, canvas)
+            synapses, zero_inputs = _measure(gm, neurons, sinks, shapes, cells, pixels, c_in, canvas)
             break
         except _CanvasTooSmall:
             canvas *= 2
     else:
         raise NIRExportError(f"the synapses reach beyond a {canvas} px canvas; this network is too wide to export.")
-
-    def name_of(k: str) -> str:
-        return k.replace(".", "_")
 
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array([c_in, h, w])})}
     edges: list[tuple[str, str]] = []
@@ -429,16 +433,16 @@ def to_nir(snn: nn.Module, input_shape: Sequence[int], *, canvas: int | None = N
             theta = 1.0 if src == "input" else modules[src].levels[0]
             weight = weight * np.float32(theta)  # NIR's IF emits 1, ours theta
             b = bias.numpy() if i == 0 else np.zeros(c_sink, np.float32)
-            conv = f"{name_of(sink)}__from__{name_of(src)}"
+            conv = f"{_nir_name(sink)}__from__{_nir_name(src)}"
             in_grid = (h // cells[src], w // cells[src])
             nodes[conv] = nir.Conv2d(in_grid, weight, stride, pad, 1, 1, b.astype(np.float32))
-            edges += [(name_of(src), conv), (conv, name_of(sink))]
+            edges += [(_nir_name(src), conv), (conv, _nir_name(sink))]
         shape = (c_sink, *grid)
         if sink == "output":
             nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
         else:
             theta = modules[sink].levels[0]
-            nodes[name_of(sink)] = nir.IF(
+            nodes[_nir_name(sink)] = nir.IF(
                 r=np.ones(shape, np.float32),
                 v_threshold=np.full(shape, theta, np.float32),
                 v_reset=np.zeros(shape, np.float32),
@@ -458,12 +462,12 @@ def to_nir(snn: nn.Module, input_shape: Sequence[int], *, canvas: int | None = N
             stacklevel=2,
         )
     if check:
-        _check_synapses(graph, gm, modules, sinks, cells, pixels, c_in, canvas)
+        _check_synapses(graph, gm, modules, sinks, cells, pixels, c_in, canvas, zero_inputs)
     return graph
 
 
-def _measure(gm, neurons, sinks, shapes, cells, pixels, c_in, canvas) -> dict[str, dict[str, Any]]:
-    """Bias and (weight, stride, padding) of every synapse block, per sink."""
+def _measure(gm, neurons, sinks, shapes, cells, pixels, c_in, canvas) -> tuple[dict[str, dict[str, Any]], dict]:
+    """Bias and (weight, stride, padding) of every synapse block, per sink; and the all-zero run's sink inputs."""
     zero = _Probe(gm, {}, record_all=True)
     with torch.no_grad():
         zero.run(torch.zeros(1, c_in, canvas, canvas))
@@ -478,18 +482,15 @@ def _measure(gm, neurons, sinks, shapes, cells, pixels, c_in, canvas) -> dict[st
         out[sink] = {"bias": bias}
         for src in sinks[sink]:
             out[sink][src] = _edge_kernel(gm, src, sink, shapes, cells, pixels, canvas, zr, zero.values)
-    return out
+    return out, zero.inputs
 
 
-def _check_synapses(graph, gm, modules, sinks, cells, pixels, c_in, canvas) -> None:
-    """Each sink's input from random spikes: the exported convolutions against the original layers."""
+def _check_synapses(graph, gm, modules, sinks, cells, pixels, c_in, canvas, zero_inputs: dict[str, torch.Tensor]):
+    """Each sink's input from random spikes: the exported convolutions against the original layers (on the probe
+    canvas, whose all-zero run ``zero_inputs`` gives the shapes)."""
     gen = torch.Generator().manual_seed(0)
     inject: dict[str, torch.Tensor] = {}
-    shapes: dict[str, torch.Tensor] = {}
-    zero = _Probe(gm, {})
-    with torch.no_grad():
-        zero.run(torch.zeros(1, c_in, canvas, canvas))
-    for k, v in zero.inputs.items():
+    for k, v in zero_inputs.items():
         if k != "output":
             theta = modules[k].levels[0]
             inject[k] = (torch.rand(v.shape, generator=gen) < 0.3).float() * theta
@@ -498,10 +499,9 @@ def _check_synapses(graph, gm, modules, sinks, cells, pixels, c_in, canvas) -> N
     with torch.no_grad():
         ref.run(x)
     for sink, srcs in sinks.items():
-        sk = sink.replace(".", "_")
         total = 0.0
         for src in srcs:
-            node = graph.nodes[f"{sk}__from__{src.replace('.', '_')}"]
+            node = graph.nodes[f"{_nir_name(sink)}__from__{_nir_name(src)}"]
             val = x if src == "input" else inject[src] / modules[src].levels[0]
             f_s = cells[src] // pixels[src]
             val = F.pixel_unshuffle(val, f_s) if f_s > 1 else val

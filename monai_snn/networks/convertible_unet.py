@@ -127,7 +127,11 @@ class ConvertibleUNet(nn.Module):
                 m.layer_name = name  # named in its errors
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = check_unet_input(x, self.in_channels, self.spatial_dims, self.size_divisor)
+        return self.forward_unchecked(check_unet_input(x, self.in_channels, self.spatial_dims, self.size_divisor))
+
+    def forward_unchecked(self, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net without the input check (for tools whose tracers cannot convert that function node)."""
+        h = x
         skips: list[torch.Tensor] = []
         for i, enc in enumerate(self.encoder):
             if i > 0:

@@ -96,8 +96,11 @@ def fused_update(device: torch.device) -> Callable | None:
         set_fused_update(os.environ.get("MONAI_SNN_FUSED", "auto"))
     if _STATE["failed"] or _STATE["mode"] == "off" or device.type != "cpu":
         return None
-    if _STATE["mode"] == "auto" and shutil.which(os.environ.get("CXX", "c++")) is None:
-        return None
+    if _STATE["mode"] == "auto":
+        if "compiler" not in _STATE:  # looked up once per process: this runs every neuron step
+            _STATE["compiler"] = shutil.which(os.environ.get("CXX", "c++")) is not None
+        if not _STATE["compiler"]:
+            return None
     if _STATE["fn"] is None:
         _STATE["fn"] = torch.compile(quantized_update, dynamic=True, fullgraph=True)
     return _STATE["fn"]
