@@ -93,8 +93,8 @@ class QCFS(nn.Module):
         lam = self.clip
         if not bool(lam > 0):
             raise ValueError(
-                "QCFS clipping level of layer '" + self.layer_name + "' trained to " + str(float(lam.detach())) + " <= 0; "
-                "lower the learning rate or the weight decay of the clipping levels."
+                "QCFS clipping level of layer '" + self.layer_name + "' trained to " + str(float(lam.detach()))
+                + " <= 0; lower the learning rate or the weight decay of the clipping levels."
             )
         step = lam * self.quantum
         z = x / step + self.initial_potential
