@@ -28,7 +28,7 @@ import torch
 from monai_snn.apps.summary import fold_settings
 from monai_snn.bundle.results import portable_path, read_result, resolve_path, write_json
 
-__all__ = ["network_args", "eval_metrics", "ship_models", "main"]
+__all__ = ["network_args", "eval_metrics", "ship_models", "ship_snn", "main"]
 
 _SPECIAL = ("_target_", "_disabled_", "_requires_", "_desc_", "_mode_")
 
@@ -188,6 +188,44 @@ def ship_models(
     return metrics
 
 
+def ship_snn(run_dir: str | Path, fold: int, stage: str, name: str, models_dir: str | Path) -> Path:
+    """Ship one SNN of a run beside a bundle's model set as ``<name>.pt`` + ``<name>.json`` (its settings).
+
+    For a second spiking model next to the shipped ones (e.g. hippocampus ``finetuned_t2``, the short-T SNN of a
+    quantization-aware ANN), which the bundle's evaluate reports under ``name``. The ANN and the metadata are left
+    as they are.
+
+    Args:
+        run_dir: cross-validation output folder.
+        fold: the fold.
+        stage: ``"convert"`` (the converted SNN) or ``"finetune"`` (the fine-tuned one).
+        name: file stem in ``models_dir`` (not ``ann``, ``converted`` or ``model``: those are the main set's).
+        models_dir: the bundle's models folder.
+
+    Returns:
+        the path of the shipped weights.
+
+    Raises:
+        ValueError: an unknown ``stage`` or a ``name`` of the main set.
+        FileNotFoundError: the stage's SNN is missing.
+    """
+    names = {"convert": "snn_converted", "finetune": "snn_finetuned"}
+    if stage not in names:
+        raise ValueError(f"stage must be 'convert' or 'finetune', got {stage!r}.")
+    if name in ("ann", "converted", "model"):
+        raise ValueError(f"name {name!r} is one of the main model set's files; choose another (e.g. finetuned_t2).")
+    fold_dir = Path(run_dir) / f"fold{int(fold)}"
+    src = fold_dir / stage / f"{names[stage]}.pt"
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
+    settings = fold_settings(fold_dir) if stage == "finetune" else read_result(fold_dir / "convert" / "snn_converted.json")
+    models = Path(models_dir)
+    models.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, models / f"{name}.pt")
+    write_json(models / f"{name}.json", dict(settings, source=f"{portable_path(src)} (fold {fold})"))
+    return models / f"{name}.pt"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle_root", required=True, help="the bundle folder (configs/, models/)")
@@ -199,7 +237,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ann_only", action="store_true", help="ship only the trained ANN (no SNNs, no metadata)")
     p.add_argument("--keep_other_metrics", action="store_true",
                    help="replace only the eval_metrics entries of --label (several shipped model sets)")
+    p.add_argument("--snn", default=None, metavar="STAGE:NAME",
+                   help="ship only one SNN as NAME.pt / NAME.json beside the model set (STAGE: convert or finetune)")
     args = p.parse_args(argv)
+    if args.snn:
+        stage, _, name = args.snn.partition(":")
+        models = args.models_dir or str(Path(args.bundle_root) / "models")
+        print(ship_snn(args.run_dir, args.fold, stage, name, models))
+        return
     print(json.dumps(ship_models(args.run_dir, args.fold, args.bundle_root, args.metric, args.label,
                                  args.models_dir, args.ann_only, args.keep_other_metrics), indent=1))  # fmt: skip
 

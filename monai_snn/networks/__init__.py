@@ -4,7 +4,7 @@ Spiking-DeepLab) with their ANN twins."""
 from __future__ import annotations
 
 from monai_snn.networks.convertible_unet import ConvertibleUNet, check_unet_input
-from monai_snn.networks.qcfs import QCFS, qcfs_conversion
+from monai_snn.networks.qcfs import QCFS, init_qcfs, qcfs_conversion
 from monai_snn.networks.simulator import SpikingSimulator
 from monai_snn.networks.segmentation import (
     FCN,

@@ -28,14 +28,15 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from monai.networks.layers.factories import Act
 from torch import nn
 
-__all__ = ["QCFS", "qcfs_conversion"]
+__all__ = ["QCFS", "init_qcfs", "qcfs_conversion"]
 
 
 class QCFS(nn.Module):
@@ -88,8 +89,13 @@ class QCFS(nn.Module):
         self.max_count = float(design_steps * (2 ** len(levels) - 1))
         self.clip = nn.Parameter(torch.tensor(float(clip_init)))
         self.layer_name = ""
+        self.track_activity = False  # set by monai_snn.losses.ActivityRegularizedLoss
+        self.activity: torch.Tensor | None = None
+        self.passthrough = False  # ReLU while init_qcfs calibrates the clipping levels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.passthrough:
+            return torch.relu(x)
         lam = self.clip
         if not bool(lam > 0):
             raise ValueError(
@@ -99,13 +105,112 @@ class QCFS(nn.Module):
         step = lam * self.quantum
         z = x / step + self.initial_potential
         z = z + (torch.floor(z) - z).detach()  # straight-through floor
-        return torch.clamp(z, 0.0, self.max_count) * step
+        count = torch.clamp(z, 0.0, self.max_count)
+        if self.track_activity and torch.is_grad_enabled():  # smallest-level quanta per step (IF: spikes per step)
+            self.activity = count / self.design_steps
+        return count * step
 
     def extra_repr(self) -> str:
         return (
             f"design_steps={self.design_steps}, thresholds={self.thresholds}, "
             f"initial_potential={self.initial_potential}, clip={float(self.clip.detach()):.4g}"
         )
+
+
+def init_qcfs(
+    network: nn.Module,
+    checkpoint: str | os.PathLike,
+    calibration_data: Iterable | torch.Tensor | None = None,
+    percentile: float = 99.9,
+) -> nn.Module:
+    """Start quantization-aware training from trained weights (a float ReLU ANN or a QCFS ANN).
+
+    QCFS from scratch needs clipping levels that fit activations it has not seen yet; starting from a trained
+    ReLU U-Net of the same architecture is faster and the usual recipe (Bu et al. fine-tune too). The weights
+    are loaded; clipping levels the checkpoint does not hold (a ReLU ANN) are set to the ``percentile`` of each
+    activation's float input on ``calibration_data``, layer by layer, with every activation still a ReLU (the
+    float ANN's own activations, as a layer-wise normalization would read them).
+
+    Args:
+        network: a network with QCFS activations (e.g. ``ConvertibleUNet(..., act=("qcfs", {...}))``).
+        checkpoint: a state dict file, plain or a CheckpointSaver dict with the weights under ``"network"``.
+        calibration_data: batches (tensors or dicts with ``"image"``) for the clipping levels; required when the
+            checkpoint has none.
+        percentile: percentile (0-100] of the positive activations taken as the clipping level.
+
+    Returns:
+        ``network`` with the weights and clipping levels, in training mode.
+
+    Raises:
+        FileNotFoundError: no file at ``checkpoint``.
+        ValueError: ``network`` has no QCFS activation; the checkpoint's weights do not fit ``network`` (the
+            message names the file and the keys); clipping levels are missing and no ``calibration_data`` is given;
+            a layer whose activations are all <= 0 on the calibration data.
+
+    Example::
+
+        qnet = ConvertibleUNet(2, 1, 1, act=("qcfs", {"design_steps": 2, "thresholds": (2.0, 1.0, 0.5, 0.25)}))
+        init_qcfs(qnet, "models/ann.pt", calibration_batch)
+    """
+    from monai_snn.conversion.statistics import iterate_calibration, robust_percentile
+
+    acts = {name: m for name, m in network.named_modules() if isinstance(m, QCFS)}
+    if not acts:
+        raise ValueError(f"{type(network).__name__} has no QCFS activation to initialize (act=('qcfs', {{...}})).")
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"ann_init checkpoint not found: {checkpoint}.")
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("network"), dict):
+        state = state["network"]
+    try:
+        missing, unexpected = network.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes differ
+        raise ValueError(
+            f"{checkpoint} does not fit {type(network).__name__} (same channels, bias and levels as the checkpoint's "
+            f"network?): {str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}"
+        ) from err
+    clip_keys = {f"{name}.clip" for name in acts}
+    wrong = [k for k in missing if k not in clip_keys] + list(unexpected)
+    if wrong:
+        raise ValueError(
+            f"{checkpoint} does not fit {type(network).__name__}: missing or unexpected weights {wrong[:6]}"
+            f"{' ...' if len(wrong) > 6 else ''} (same channels, bias and levels as the checkpoint's network?)."
+        )
+    to_calibrate = {name: m for name, m in acts.items() if f"{name}.clip" in missing}
+    if to_calibrate:
+        if calibration_data is None:
+            raise ValueError(
+                f"{checkpoint} has no QCFS clipping levels (a ReLU ANN): pass calibration_data to set them."
+            )
+        values: dict[str, list[torch.Tensor]] = {name: [] for name in to_calibrate}
+        hooks = [
+            m.register_forward_hook(lambda mod, inp, out, n=name: values[n].append(out.detach().flatten().cpu()))
+            for name, m in to_calibrate.items()
+        ]
+        device = next(network.parameters()).device
+        was_training = network.training
+        network.eval()
+        for m in acts.values():
+            m.passthrough = True
+        try:
+            with torch.no_grad():
+                for batch in iterate_calibration(calibration_data):
+                    network(batch.to(device))
+        finally:
+            for h in hooks:
+                h.remove()
+            for m in acts.values():
+                m.passthrough = False
+            network.train(was_training)
+        for name, m in to_calibrate.items():
+            v = torch.cat(values[name])
+            level = robust_percentile(v[v > 0], percentile)
+            if not level > 0:
+                raise ValueError(
+                    f"QCFS layer '{name}': every activation is <= 0 on the calibration data; no clipping level."
+                )
+            m.clip.data.fill_(level)
+    return network.train()
 
 
 def qcfs_conversion(ann: nn.Module) -> dict[str, Any]:

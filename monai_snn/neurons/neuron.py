@@ -114,6 +114,7 @@ class SpikingNeuron(TimeStepped):
         self.detach_reset = bool(detach_reset)
         self.count_spikes = bool(count_spikes)
         self.record_flow = bool(record_flow)
+        self.track_activity = False  # set by monai_snn.losses.ActivityRegularizedLoss
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -132,6 +133,7 @@ class SpikingNeuron(TimeStepped):
         self.v: torch.Tensor | None = None
         self.spike_count: torch.Tensor | None = None
         self.acc_output: torch.Tensor | None = None
+        self.activity: torch.Tensor | None = None  # differentiable output per step in smallest-level units
         self.num_steps = 0
         self._num_neurons = 0
 
@@ -226,7 +228,10 @@ class SpikingNeuron(TimeStepped):
             total = self.v.neg_().add_(self.initial_value).add_(x.detach(), alpha=T)  # sum of outputs
             rate = total.div_(lo).round_().mul_(lo).div_(T)
         self.acc_output = self.v = None
-        return _StraightThroughFlow.apply(x, rate, self.signed)
+        out = _StraightThroughFlow.apply(x, rate, self.signed)
+        if self.track_activity:
+            self.activity = out.abs() / self.levels[-1] if self.signed else out / self.levels[-1]
+        return out
 
     def _integrate(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
         v = self.v
@@ -327,6 +332,10 @@ class SpikingNeuron(TimeStepped):
         if spikes is not None:
             self._count(spikes)
         self.v = v
+        if self.track_activity:  # running mean over the steps of this sample
+            a = (out.abs() if self.signed else out) / self.levels[-1]
+            n = self.num_steps
+            self.activity = a if self.activity is None else self.activity * (n / (n + 1)) + a / (n + 1)
         return out
 
     def extra_repr(self) -> str:
