@@ -218,7 +218,8 @@ def ship_snn(run_dir: str | Path, fold: int, stage: str, name: str, models_dir: 
     src = fold_dir / stage / f"{names[stage]}.pt"
     if not src.is_file():
         raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
-    settings = fold_settings(fold_dir) if stage == "finetune" else read_result(fold_dir / "convert" / "snn_converted.json")
+    converted = fold_dir / "convert" / "snn_converted.json"
+    settings = fold_settings(fold_dir) if stage == "finetune" else read_result(converted)
     models = Path(models_dir)
     models.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, models / f"{name}.pt")
