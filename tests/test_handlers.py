@@ -79,6 +79,10 @@ def test_firing_rate_and_energy_before_and_after_finetuning(snn_base, hippo_slic
     assert metrics["energy_ann_uj"] == pytest.approx(reference["energy_ann_j"] / 43 * 1e6, rel=1e-9)
     assert metrics["energy_sops"] == pytest.approx(reference["sops"] / 43, rel=1e-9)
     assert metrics["energy_ratio"] == pytest.approx(reference["energy_ratio"], rel=1e-9)
+    # the Spiking-UNet paper's counting: one accumulate per spike, so far below the fan-out ratio
+    paper = (reference["spikes"] * 0.9 + reference["macs_first_layer"] * 4.6) / (reference["macs_ann"] * 4.6)
+    assert metrics["energy_ratio_spikes"] == pytest.approx(paper, rel=1e-9)
+    assert 0 < metrics["energy_ratio_spikes"] < metrics["energy_ratio"] / 10
 
     trainer = SpikingTrainer(
         "cpu", 1, DataLoader(records(tx, ty), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),

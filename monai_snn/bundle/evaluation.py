@@ -141,7 +141,8 @@ def evaluate_models(
     :class:`~monai_snn.handlers.EnergyHandler` whose ratio is stored as ``energy_snn_over_ann`` (estimated compute
     energy of the SNN over its ANN's, same inputs), ``energy_snn_over_ann_mem`` (memory accesses included, see
     :mod:`monai_snn.energy.estimate`) and the mean firing rate; ``extra_steps[name]`` adds the metrics at other
-    ``T`` under ``at_T``. A missing weights file gives ``null`` (with a warning), so a partly trained fold can be
+    ``T`` under ``at_T``; ``energy_snn_over_ann_spikes`` is the same ratio with the Spiking-UNet paper's counting
+    (one accumulate per spike, fan-out ignored). A missing weights file gives ``null`` (with a warning), so a partly trained fold can be
     evaluated.
 
     Args:
@@ -198,6 +199,7 @@ def evaluate_models(
                           handlers=[energy, rates])  # fmt: skip
         m["energy_snn_over_ann"] = m.get("energy_ratio")
         m["energy_snn_over_ann_mem"] = m.get("energy_ratio_mem")
+        m["energy_snn_over_ann_spikes"] = m.get("energy_ratio_spikes")
         m.update(num_steps=T, weights=portable_path(weights), firing_rates=dict(rates.rates))
         at_t = {}
         for t in sorted({int(s) for s in extra_steps.get(name, ())} - {T}):

@@ -63,7 +63,10 @@ class EnergyHandler:
     (MACs x 4.6 pJ), their ratio (SNN / ANN) and the synaptic operations. They go
 
     * to ``engine.state.metrics`` as ``energy_snn_uj`` and ``energy_ann_uj`` (microjoules, readable in
-      ``StatsHandler``'s 4-decimal output), ``energy_ratio`` and ``energy_sops`` (with ``metric_prefix="energy_"``),
+      ``StatsHandler``'s 4-decimal output), ``energy_ratio``, ``energy_ratio_mem`` (memory included),
+      ``energy_ratio_spikes`` (the Spiking-UNet paper's counting: one accumulate per spike, whatever its fan-out,
+      which is why that paper reports ratios two orders of magnitude below this one) and ``energy_sops`` (with
+      ``metric_prefix="energy_"``),
       so ``StatsHandler``, ``TensorBoardStatsHandler`` and ``MetricsSaver`` report them with the evaluation metrics;
     * to TensorBoard as ``energy/snn_j``, ``energy/ann_j`` (joules), ``energy/ratio`` and ``energy/sops`` (global
       step ``engine.state.epoch``);
@@ -163,6 +166,10 @@ class EnergyHandler:
             "memory_snn_j": snn_mem,
             "memory_ann_j": ann_mem,
             "ratio_mem": (snn_j + snn_mem) / (ann_j + ann_mem) if ann_j + ann_mem > 0 else float("nan"),
+            # the Spiking-UNet paper's counting (Qu et al. 2023): one accumulate per spike, fan-out ignored
+            "ratio_spikes": (report["spikes"] * self.e_ac + report["macs_first_layer"] * self.e_mac)
+            / (report["macs_ann"] * self.e_mac) if report["macs_ann"] > 0 else float("nan"),
+            "spikes": report["spikes"] / batch,
             "sops": report["sops"] / batch,
             "macs_ann": report["macs_ann"] / batch,
             "macs_first_layer": report["macs_first_layer"] / batch,
@@ -183,6 +190,7 @@ class EnergyHandler:
             metrics[f"{self.metric_prefix}ann_uj"] = record["ann_j"] * 1e6
             metrics[f"{self.metric_prefix}ratio"] = record["ratio"]
             metrics[f"{self.metric_prefix}ratio_mem"] = record["ratio_mem"]
+            metrics[f"{self.metric_prefix}ratio_spikes"] = record["ratio_spikes"]
             metrics[f"{self.metric_prefix}sops"] = record["sops"]
         if self._writer is not None:
             for k in keys:
