@@ -217,6 +217,26 @@ def test_quantization_aware_ann_converts_without_loss(tiny_msd, tmp_path):
     assert m["settings"]["activation"] == "qcfs" and not m.get("percentile_search")
     assert m["converted"]["dice_3d_mean"] == pytest.approx(m["ann"]["dice_3d_mean"], abs=1e-3)
 
+    # the activity penalty, started from that ANN (ann_init), through convert and fine-tuning; the settings record it
+    second = tmp_path / "penalized"
+    ann = tmp_path / "fold0" / "train_ann" / "ckpt" / "best_model.pt"
+    overrides.update(activity_weight=0.5, ann_init=str(ann), finetune_steps=1)
+    status = run_cross_validation(BUNDLE, second, folds=[0], stages=["train_ann", "convert", "finetune"], quiet=True,
+                                  overrides=overrides)  # fmt: skip
+    assert set(status.values()) == {"done"}
+    settings = json.loads((second / "fold0" / "finetune" / "snn_finetuned.json").read_text())
+    assert settings["activity_weight"] == 0.5 and settings["num_steps"] == 1
+
+    # shipped beside a model set as finetuned_t2 (test_evaluate_shipped_models_on_msd_folder evaluates the real one)
+    from monai_snn.apps.ship_models import ship_snn
+
+    models = tmp_path / "models"
+    with pytest.raises(ValueError, match="main model set"):
+        ship_snn(second, 0, "finetune", "model", models)
+    ship_snn(second, 0, "finetune", "finetuned_t2", models)
+    assert json.loads((models / "finetuned_t2.json").read_text())["source"].endswith("(fold 0)")
+    assert (models / "finetuned_t2.pt").is_file() and not (models / "ann.pt").exists()
+
 
 def _fake_fold(fold_dir: Path, evaluate: dict, convert: dict) -> None:
     for stage, data in (("evaluate", evaluate), ("convert", convert)):
