@@ -106,3 +106,28 @@ def test_init_from_a_float_ann_calibrates_the_clip_levels(tmp_path):
         init_qcfs(ConvertibleUNet(2, 1, 1, (4, 16), act=("qcfs", {})), path, calib)
     with pytest.raises(FileNotFoundError, match="ann_init"):
         init_qcfs(qnet, tmp_path / "missing.pt", calib)
+
+
+def test_clip_flow_gradient_stops_at_the_saturated_rate():
+    """flow_gradient='clip': the flow pass's gradient is 0 where the input current reaches the most a step emits."""
+    from monai_snn.neurons import MultiThresholdNeuron
+
+    grads = {}
+    for mode in ("relu", "clip"):
+        n = MultiThresholdNeuron(thresholds=(2.0, 1.0, 0.5, 0.25), initial_potential=0.5)
+        n.flow_gradient = mode
+        n.record_flow = True
+        x = torch.tensor([-1.0, 0.3, 2.0, 3.7, 3.8, 9.0])
+        with torch.no_grad():
+            for _ in range(2):
+                n(x)
+        xr = x.clone().requires_grad_(True)
+        n.flow(xr).sum().backward()
+        grads[mode] = xr.grad
+    assert grads["relu"].tolist() == [0, 1, 1, 1, 1, 1]
+    assert grads["clip"].tolist() == [0, 1, 1, 1, 0, 0]  # max output of a step: 3.75
+    with pytest.raises(ValueError, match="flow_gradient"):
+        from monai_snn.engines import SpikingTrainer
+
+        snn = convert_to_snn(ConvertibleUNet(2, 1, 1, (4, 8)).eval(), torch.rand(1, 1, 16, 16), num_steps=2)
+        SpikingTrainer("cpu", 1, [], snn, torch.optim.SGD(snn.parameters(), 0.1), BCE_DICE, flow_gradient="tanh")

@@ -271,11 +271,14 @@ class SpikingTrainer(SupervisedTrainer):
             :class:`~monai_snn.handlers.FiringRateHandler` on the trainer). ``False`` makes a multi-threshold
             simulation about a quarter faster; evaluators still count (rates before / after fine-tuning come from
             the validation evaluator).
+        flow_gradient: the flow pass's straight-through gradient, ``"relu"`` (``1[x > 0]``) or ``"clip"`` (also 0
+            where a neuron's input current reaches the most one step can emit: the saturation a QCFS ANN was
+            trained with).
 
     Raises:
         TypeError: ``network`` is not a spiking network (e.g. the ANN itself).
-        ValueError: unknown ``method``, ``num_steps < 1``, or a loss that does not fit the readout (e.g. a
-            categorical loss on a 1-channel readout).
+        ValueError: unknown ``method`` or ``flow_gradient``, ``num_steps < 1``, or a loss that does not fit the
+            readout (e.g. a categorical loss on a 1-channel readout).
 
     Example::
 
@@ -319,9 +322,14 @@ class SpikingTrainer(SupervisedTrainer):
         num_steps: int | None = None,
         check_finite: bool = True,
         count_spikes: bool = True,
+        flow_gradient: str = "relu",
     ) -> None:
         _check_spiking_network(network, type(self).__name__)
         _check_method(method)
+        if flow_gradient not in ("relu", "clip"):
+            raise ValueError(f"flow_gradient must be 'relu' or 'clip', got {flow_gradient!r}.")
+        for neuron in network.neurons().values():
+            neuron.flow_gradient = flow_gradient
         if num_steps is not None:
             _check_num_steps(num_steps)
         check_loss_readout(loss_function, readout_channels(network))

@@ -115,6 +115,7 @@ class SpikingNeuron(TimeStepped):
         self.count_spikes = bool(count_spikes)
         self.record_flow = bool(record_flow)
         self.track_activity = False  # set by monai_snn.losses.ActivityRegularizedLoss
+        self.flow_gradient = "relu"  # or "clip" (set by SpikingTrainer(flow_gradient=...)), see flow()
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -203,12 +204,14 @@ class SpikingNeuron(TimeStepped):
 
         The value is the neuron's accumulated output flow averaged over the simulated steps; the gradient is the
         straight-through, ReLU-like ``1[x > 0]`` at ``x``, the time-averaged input current (``x != 0`` for signed
-        neurons). Without leak and with halving levels the flow follows from charge conservation,
-        ``sum_t out_t = T * x + v_0 - v_T``, rounded to the grid of the smallest level (every output is a multiple
-        of it, and rounding stops float errors from growing through the layers): the final membrane is turned
-        into the rate in place and nothing else is stored during the simulation. Otherwise (leak, other levels)
-        the recorded flow is used. Either way the state is consumed and only a boolean mask is kept for the
-        backward pass, so the memory of the pass is close to an ANN training step.
+        neurons); with ``flow_gradient = "clip"`` also ``0`` where ``x`` reaches :attr:`max_output`, the most a step
+        can emit (the rate saturates: the clipped ReLU a QCFS ANN was trained with). Without leak and with halving
+        levels the flow follows from charge conservation, ``sum_t out_t = T * x + v_0 - v_T``, rounded to the grid
+        of the smallest level (every output is a multiple of it, and rounding stops float errors from growing
+        through the layers): the final membrane is turned into the rate in place and nothing else is stored during
+        the simulation. Otherwise (leak, other levels) the recorded flow is used. Either way the state is consumed
+        and only a boolean mask is kept for the backward pass, so the memory of the pass is close to an ANN
+        training step.
 
         Args:
             x: the time-averaged input current of this layer (computed by the rate-form pass of the network).
@@ -228,7 +231,8 @@ class SpikingNeuron(TimeStepped):
             total = self.v.neg_().add_(self.initial_value).add_(x.detach(), alpha=T)  # sum of outputs
             rate = total.div_(lo).round_().mul_(lo).div_(T)
         self.acc_output = self.v = None
-        out = _StraightThroughFlow.apply(x, rate, self.signed)
+        upper = self.max_output if self.flow_gradient == "clip" else None
+        out = _StraightThroughFlow.apply(x, rate, self.signed, upper)
         if self.track_activity:
             self.activity = out.abs() / self.levels[-1] if self.signed else out / self.levels[-1]
         return out
@@ -411,17 +415,23 @@ class _SurrogateStep(torch.autograd.Function):
 
 
 class _StraightThroughFlow(torch.autograd.Function):
-    """Value: the measured rate; gradient: ``grad * 1[x > 0]`` (``1[x != 0]`` when signed)."""
+    """Value: the measured rate; gradient: ``grad * 1[x > 0]`` (``1[x != 0]`` when signed), and with ``upper``
+    also ``0`` where the input current reaches the largest output of a step (the rate saturates there)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, rate: torch.Tensor, signed: bool) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x != 0 if signed else x > 0)
+    def forward(  # type: ignore[override]
+        ctx, x: torch.Tensor, rate: torch.Tensor, signed: bool, upper: float | None
+    ) -> torch.Tensor:
+        mask = x != 0 if signed else x > 0
+        if upper is not None:
+            mask &= (x.abs() if signed else x) < upper
+        ctx.save_for_backward(mask)
         return rate.detach()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (mask,) = ctx.saved_tensors
-        return grad * mask, None, None
+        return grad * mask, None, None, None
 
 
 def _popcount(q: torch.Tensor, n: int) -> torch.Tensor:
