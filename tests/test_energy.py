@@ -101,3 +101,23 @@ def test_memory_inclusive_estimate_counts():
     assert r["memory_snn_j"] == pytest.approx(memory_energy(r, E_MEM_J)["memory_snn_j"])
     total = (r["energy_snn_j"] + r["memory_snn_j"]) / (r["energy_ann_j"] + r["memory_ann_j"])
     assert r["energy_ratio_mem"] == pytest.approx(total) and r["energy_ratio_mem"] > r["energy_ratio"]
+
+
+def test_energy_handler_average_pools_every_batch():
+    """average=True: the epoch's figure pools every batch (weighted by samples), not the first batch alone."""
+    from monai_snn.engines import SpikingEvaluator
+    from monai_snn.handlers import EnergyHandler
+
+    torch.manual_seed(3)
+    ann = ConvertibleUNet(2, 1, 1, (4, 8))
+    x = torch.cat([torch.rand(3, 1, 16, 16) * 0.1, torch.rand(2, 1, 16, 16) * 3.0])  # quiet batch, busy batch
+    snn = convert_to_snn(ann, [x], num_steps=3)
+    batches = [{"image": b, "label": torch.zeros_like(b)} for b in (x[:3], x[3:])]
+    handlers = {avg: EnergyHandler(snn, average=avg) for avg in (False, True)}
+    SpikingEvaluator("cpu", batches, snn, num_steps=3, val_handlers=list(handlers.values())).run()
+    parts = [estimate_energy(snn, x[:3]), estimate_energy(snn, x[3:])]
+    pooled = sum(p["energy_snn_j"] for p in parts) / sum(p["energy_ann_j"] for p in parts)
+    assert handlers[True].last["ratio"] == pytest.approx(pooled, rel=1e-6)
+    assert handlers[False].last["ratio"] == pytest.approx(parts[0]["energy_ratio"], rel=1e-6)
+    assert handlers[True].last["batch_size"] == 5 and len(handlers[True].history) == 1
+    assert abs(handlers[True].last["ratio"] - handlers[False].last["ratio"]) > 1e-3  # the batches differ

@@ -138,12 +138,12 @@ def evaluate_models(
     """A bundle's evaluate stage: every model of ``models`` on ``data_loader`` -> ``metrics.json`` + TensorBoard.
 
     Spiking networks run at their stored ``T`` (or ``num_steps[name]``), with an
-    :class:`~monai_snn.handlers.EnergyHandler` whose ratio is stored as ``energy_snn_over_ann`` (estimated compute
-    energy of the SNN over its ANN's, same inputs), ``energy_snn_over_ann_mem`` (memory accesses included, see
-    :mod:`monai_snn.energy.estimate`) and the mean firing rate; ``extra_steps[name]`` adds the metrics at other
-    ``T`` under ``at_T``; ``energy_snn_over_ann_spikes`` is the same ratio with the Spiking-UNet paper's counting
-    (one accumulate per spike, fan-out ignored). A missing weights file gives ``null`` (with a warning), so a partly trained fold can be
-    evaluated.
+    :class:`~monai_snn.handlers.EnergyHandler` (pooled over every batch) whose ratio is stored as
+    ``energy_snn_over_ann`` (estimated compute energy of the SNN over its ANN's, same inputs),
+    ``energy_snn_over_ann_mem`` (memory accesses included, see :mod:`monai_snn.energy.estimate`) and
+    ``energy_snn_over_ann_spikes`` (the Spiking-UNet paper's counting: one accumulate per spike, fan-out ignored),
+    and the mean firing rate; ``extra_steps[name]`` adds the metrics at other ``T`` under ``at_T``. A missing
+    weights file gives ``null`` (with a warning), so a partly trained fold can be evaluated.
 
     Args:
         make_evaluator: the evaluator factory (see :func:`run_evaluator`).
@@ -193,7 +193,7 @@ def evaluate_models(
                              "weights": portable_path(weights)}  # fmt: skip
             continue
         T = int(num_steps.get(name) or net.num_steps)
-        energy = EnergyHandler(net, metric_prefix="energy_")
+        energy = EnergyHandler(net, metric_prefix="energy_", average=True)
         rates = FiringRateHandler(net, log_image=False)
         m = run_evaluator(make_evaluator, net, data_loader, num_steps=T, desc=f"{name} T={T}",
                           handlers=[energy, rates])  # fmt: skip
@@ -203,7 +203,7 @@ def evaluate_models(
         m.update(num_steps=T, weights=portable_path(weights), firing_rates=dict(rates.rates))
         at_t = {}
         for t in sorted({int(s) for s in extra_steps.get(name, ())} - {T}):
-            e = EnergyHandler(net, metric_prefix="energy_")
+            e = EnergyHandler(net, metric_prefix="energy_", average=True)
             mt = run_evaluator(make_evaluator, net, data_loader, num_steps=t, desc=f"{name} T={t}", handlers=[e])
             mt["energy_snn_over_ann"] = mt.get("energy_ratio")
             mt["energy_snn_over_ann_mem"] = mt.get("energy_ratio_mem")

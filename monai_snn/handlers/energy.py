@@ -87,6 +87,8 @@ class EnergyHandler:
         e_ac: energy per accumulate, joules.
         e_mac: energy per multiply-accumulate, joules.
         recompute: always run an extra forward pass on the batch instead of reading the engine's.
+        average: measure every iteration and report the epoch's pooled values (weighted by samples) instead of
+            the first iteration's; costs one count pass per iteration (what a test-set figure should use).
 
     Raises:
         TypeError: ``network`` is not a spiking network.
@@ -113,6 +115,7 @@ class EnergyHandler:
         e_ac: float = E_AC_J,
         e_mac: float = E_MAC_J,
         recompute: bool = False,
+        average: bool = False,
     ) -> None:
         if not isinstance(network, SpikingSimulator):
             raise TypeError(
@@ -128,6 +131,8 @@ class EnergyHandler:
         self.e_ac = e_ac
         self.e_mac = e_mac
         self.recompute = recompute
+        self.average = average
+        self._sums: dict[str, float] = {}
         self.last: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self._pending = False
@@ -139,6 +144,30 @@ class EnergyHandler:
 
     def _epoch_started(self, engine: Engine) -> None:
         self._pending = True
+        self._sums = {}
+
+    def _accumulate(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Pool ``record`` (per-sample values of one forward pass) with the epoch's earlier ones (``average``)."""
+        b = record["batch_size"]
+        keys = ("snn_j", "ann_j", "memory_snn_j", "memory_ann_j", "sops", "spikes", "macs_ann", "macs_first_layer")
+        for k in keys:
+            self._sums[k] = self._sums.get(k, 0.0) + record[k] * b
+        self._sums["n"] = self._sums.get("n", 0.0) + b
+        layers = self._sums.setdefault("sops_per_layer", {})  # type: ignore[arg-type]
+        for k, v in record["sops_per_layer"].items():
+            layers[k] = layers.get(k, 0.0) + v * b
+        n, t = self._sums["n"], self._sums
+        snn_j, ann_j, snn_mem, ann_mem = t["snn_j"] / n, t["ann_j"] / n, t["memory_snn_j"] / n, t["memory_ann_j"] / n
+        return {
+            **record,
+            "batch_size": int(n),
+            **{k: t[k] / n for k in keys},
+            "ratio": snn_j / ann_j if ann_j > 0 else float("nan"),
+            "ratio_mem": (snn_j + snn_mem) / (ann_j + ann_mem) if ann_j + ann_mem > 0 else float("nan"),
+            "ratio_spikes": (t["spikes"] * self.e_ac + t["macs_first_layer"] * self.e_mac)
+            / (t["macs_ann"] * self.e_mac) if t["macs_ann"] > 0 else float("nan"),
+            "sops_per_layer": {k: v / n for k, v in layers.items()},
+        }
 
     def _measure(self, engine: Engine) -> dict[str, Any]:
         net = self.network
@@ -177,12 +206,18 @@ class EnergyHandler:
         }
 
     def _iteration_completed(self, engine: Engine) -> None:
-        if not self._pending:
+        if not self._pending and not self.average:
             return
+        first = self._pending
         self._pending = False
         record = self._measure(engine)
+        if self.average:
+            record = self._accumulate(record)
         self.last = record
-        self.history.append(record)
+        if first:
+            self.history.append(record)
+        else:
+            self.history[-1] = record
         keys = ("snn_j", "ann_j", "ratio", "sops")
         if self.metric_prefix is not None:
             metrics = engine.state.metrics
