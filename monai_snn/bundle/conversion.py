@@ -193,7 +193,7 @@ def run_conversion(
         ann_m = run_evaluator(make_evaluator, ann, test_loader, desc="ANN")
         key = ann_m["key_metric"]
         logger.info("ANN: %s %.4f", key, ann_m[key])
-        energy = EnergyHandler(snn, summary_writer=w, metric_prefix="energy_")
+        energy = EnergyHandler(snn, summary_writer=w, metric_prefix="energy_", average=True)
         rates = FiringRateHandler(snn, summary_writer=w)
         conv_m = run_evaluator(make_evaluator, snn, test_loader, num_steps=T, desc=f"converted T={T}",
                                handlers=[energy, rates], global_epoch=T)  # fmt: skip
