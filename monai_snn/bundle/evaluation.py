@@ -207,6 +207,7 @@ def evaluate_models(
             mt = run_evaluator(make_evaluator, net, data_loader, num_steps=t, desc=f"{name} T={t}", handlers=[e])
             mt["energy_snn_over_ann"] = mt.get("energy_ratio")
             mt["energy_snn_over_ann_mem"] = mt.get("energy_ratio_mem")
+            mt["energy_snn_over_ann_spikes"] = mt.get("energy_ratio_spikes")
             at_t[str(t)] = mt
         if at_t:
             m["at_T"] = at_t
