@@ -7,7 +7,11 @@ Task04 volumes (the test volumes of the fold), so the table is as reproducible a
    converted SNN at the design ``T`` and at ``T = 1`` (``convert/metrics.json``), with the estimated energy SNN / ANN
    (compute; memory included; the Spiking-UNet paper's counting, one accumulate per spike) and the mean firing rate
    from ``evaluate/metrics.json`` when that stage ran. The row label is the run's ``activity_weight``.
-2. **Shipped models on the same volumes** (``--evaluation``: an evaluate ``metrics.json`` of the shipped models on
+2. **Five folds** (``--five_fold``: run folders holding ``fold{k}/evaluate/metrics.json``; the first one holding a
+   fold is used): per fold and mean, the penalized QCFS ANN and its converted SNN at ``T = 2`` and ``T = 1`` with
+   their energies; the float pipeline's five-fold means beside it from ``--reference`` (the bundle's
+   ``docs/results/summary.csv``, written by ``apps.summary`` from the reference run).
+3. **Shipped models on the same volumes** (``--evaluation``: an evaluate ``metrics.json`` of the shipped models on
    the fold's test volumes): float ANN, converted (T = 16), fine-tuned (T = 4) and ``finetuned_t2``, each at its
    own and extra ``T``.
 
@@ -20,7 +24,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +78,34 @@ def evaluation_rows(metrics: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def five_fold_rows(runs: list[Path], reference: Path | None) -> list[list[str]]:
+    """Per fold and mean: QCFS ANN, converted T = design and T = 1 (3D Dice, energies), from evaluate metrics."""
+    rows, cols = [], {}
+    for fold in range(10):
+        ev = next((m for m in (_read(r / f"fold{fold}" / "evaluate" / "metrics.json") for r in runs) if m), None)
+        if ev is None or not ev.get("converted"):
+            continue
+        c = ev["converted"]
+        one = c.get("at_T", {}).get("1", {})
+        vals = [ev["ann"]["dice_3d_mean"], c["dice_3d_mean"], c.get("energy_ratio"), c.get("energy_ratio_mem"),
+                c.get("energy_ratio_spikes"), c.get("firing_rate_mean"), one.get("dice_3d_mean"),
+                one.get("energy_ratio")]  # fmt: skip
+        for i, v in enumerate(vals):
+            cols.setdefault(i, []).append(v)
+        rows.append([str(fold), *(_fmt(v, 4 if i == 4 else 3) for i, v in enumerate(vals))])
+    if rows:
+        means = [statistics.fmean(v) if None not in v else None for _, v in sorted(cols.items())]
+        rows.append([f"mean ({len(rows)} folds)", *(_fmt(v, 4 if i == 4 else 3) for i, v in enumerate(means))])
+    if reference is not None and reference.is_file():
+        with reference.open() as f:
+            for r in csv.DictReader(f):
+                if r["run"] == "hippo_ref2":
+                    label = f"float pipeline, {r['network']}" + (f" T = {r['T']}" if r["T"] else "")
+                    rows.append([label + f" ({r['n']} folds)", _fmt(float(r["dice_3d_mean"])), "", "", "", "", "",
+                                 "", ""])  # fmt: skip
+    return rows
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -81,6 +115,8 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="*", default=[], help="cross-validation output folders (one activity weight each)")
     p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--five_fold", nargs="*", default=[], help="run folders with fold{k}/evaluate/metrics.json")
+    p.add_argument("--reference", default=None, help="summary.csv of the float reference run (five-fold means)")
     p.add_argument("--evaluation", default=None, help="evaluate metrics.json of the shipped models on the fold")
     p.add_argument("--save", default=None, help="also write the tables to this file")
     args = p.parse_args(argv)
@@ -90,6 +126,11 @@ def main(argv: list[str] | None = None) -> str:
     if rows:
         parts.append(f"Activity sweep, fold {args.fold} test volumes (3D Dice):\n\n"
                      + table(["activity weight", "model", "T", "3D Dice", *energy, "spikes / neuron / step"], rows))
+    if args.five_fold:
+        header = ["fold", "QCFS ANN", "SNN T = 2", *energy, "spikes / neuron / step", "SNN T = 1", "energy T = 1"]
+        ref = Path(args.reference) if args.reference else None
+        parts.append("Five folds, test volumes of each fold (3D Dice):\n\n"
+                     + table(header, five_fold_rows([Path(r) for r in args.five_fold], ref)))
     if args.evaluation:
         ev = json.loads(Path(args.evaluation).read_text())
         parts.append(f"Shipped models, same volumes ({ev.get('info', {}).get('num_volumes')} volumes):\n\n"

@@ -346,6 +346,11 @@ def test_evaluate_shipped_models_on_msd_folder(tiny_msd, tmp_path):
         assert m[k]["dice_3d_mean"] > 0.5  # real trained weights on real volumes
     assert set(m["finetuned"]["at_T"]) == {"2"} and 0.0 < m["finetuned"]["at_T"]["2"]["dice_3d_mean"] <= 1.0
     assert m["converted"]["energy_snn_over_ann"] > m["finetuned"]["energy_snn_over_ann"] > 0  # T = 16 vs T = 4
+    # the shipped short-T SNN of the activity-penalized quantization-aware ANN (issue 13), reported like the others
+    t2 = m["finetuned_t2"]
+    assert t2["num_steps"] == 2 and t2["dice_3d_mean"] > 0.5 and set(t2["at_T"]) == {"1"}
+    assert 0 < t2["energy_snn_over_ann"] < m["finetuned"]["energy_snn_over_ann"] / 2
+    assert 0 < t2["energy_snn_over_ann_spikes"] < t2["energy_snn_over_ann"]
     prep = json.loads((tmp_path / "prep" / "datalist.json").read_text())
     assert prep["num_folds"] is None and all("fold" not in it for it in prep["training"])  # no folds needed
 
@@ -372,9 +377,9 @@ def test_evaluate_shipped_models_on_msd_folder(tiny_msd, tmp_path):
     (events,) = tmp_path.glob("events.out.tfevents.*")  # one writer for the stage
     acc = EventAccumulator(str(events))
     acc.Reload()
-    # one panel per review: input | label | ANN | converted | fine-tuned
-    panel = acc.Images("test/input_label_ann_converted_finetuned")[0]
-    assert panel.width % 5 == 0 and panel.width > 0
+    # one panel per review: input | label | ANN | converted | fine-tuned | finetuned_t2
+    panel = acc.Images("test/input_label_ann_converted_finetuned_finetuned_t2")[0]
+    assert panel.width % 6 == 0 and panel.width > 0
     assert "test/finetuned/dice_3d_mean" in acc.Tags()["scalars"]
 
 
