@@ -48,7 +48,7 @@ def sweep_rows(run: Path, fold: int) -> list[list[str]]:
     done = _read(fd / "train_ann" / "done.json") or {}
     weight = (done.get("overrides") or {}).get("activity_weight", conv["settings"].get("activity_weight", 0))
     design = int(conv["settings"]["num_steps"])
-    rows = [[str(weight), "QCFS ANN", "", _fmt(conv["ann"]["dice_3d_mean"]), "1", "1", "1", ""]]
+    rows = [[str(weight), "QCFS ANN", "", _fmt(conv["ann"]["dice_3d_mean"]), "", "", "", ""]]
     snn = (ev or {}).get("converted") or {}
     at_t = snn.get("at_T", {})
     for t, m in sorted(conv["metrics_vs_T"].items(), key=lambda kv: int(kv[0])):

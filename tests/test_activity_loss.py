@@ -131,3 +131,14 @@ def test_clip_flow_gradient_stops_at_the_saturated_rate():
 
         snn = convert_to_snn(ConvertibleUNet(2, 1, 1, (4, 8)).eval(), torch.rand(1, 1, 16, 16), num_steps=2)
         SpikingTrainer("cpu", 1, [], snn, torch.optim.SGD(snn.parameters(), 0.1), BCE_DICE, flow_gradient="tanh")
+
+
+def test_init_without_checkpoint_calibrates_the_random_network():
+    qnet = _qcfs_unet(steps=2)
+    before = {n: p.clone() for n, p in qnet.state_dict().items() if not n.endswith(".clip")}
+    calib = torch.rand(4, 1, 16, 16)
+    init_qcfs(qnet, None, calib, percentile=99.0)
+    clips = [float(m.clip.detach()) for m in qnet.modules() if isinstance(m, QCFS)]
+    assert all(c > 0 for c in clips) and len(set(clips)) == len(clips)  # each layer its own level
+    after = qnet.state_dict()
+    assert all(torch.equal(before[n], after[n]) for n in before)  # weights untouched

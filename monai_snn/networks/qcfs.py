@@ -119,7 +119,7 @@ class QCFS(nn.Module):
 
 def init_qcfs(
     network: nn.Module,
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
     calibration_data: Iterable | torch.Tensor | None = None,
     percentile: float = 99.9,
 ) -> nn.Module:
@@ -129,11 +129,14 @@ def init_qcfs(
     ReLU U-Net of the same architecture is faster and the usual recipe (Bu et al. fine-tune too). The weights
     are loaded; clipping levels the checkpoint does not hold (a ReLU ANN) are set to the ``percentile`` of each
     activation's float input on ``calibration_data``, layer by layer, with every activation still a ReLU (the
-    float ANN's own activations, as a layer-wise normalization would read them).
+    float ANN's own activations, as a layer-wise normalization would read them). Without a checkpoint every
+    clipping level is calibrated on the network's current (e.g. random) weights: training from scratch then starts
+    with levels that fit the activations instead of a fixed ``clip_init``, which can leave most units at zero.
 
     Args:
         network: a network with QCFS activations (e.g. ``ConvertibleUNet(..., act=("qcfs", {...}))``).
-        checkpoint: a state dict file, plain or a CheckpointSaver dict with the weights under ``"network"``.
+        checkpoint: a state dict file, plain or a CheckpointSaver dict with the weights under ``"network"``;
+            ``None``: keep the weights, calibrate every clipping level.
         calibration_data: batches (tensors or dicts with ``"image"``) for the clipping levels; required when the
             checkpoint has none.
         percentile: percentile (0-100] of the positive activations taken as the clipping level.
@@ -157,19 +160,22 @@ def init_qcfs(
     acts = {name: m for name, m in network.named_modules() if isinstance(m, QCFS)}
     if not acts:
         raise ValueError(f"{type(network).__name__} has no QCFS activation to initialize (act=('qcfs', {{...}})).")
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"ann_init checkpoint not found: {checkpoint}.")
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("network"), dict):
-        state = state["network"]
-    try:
-        missing, unexpected = network.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shapes differ
-        raise ValueError(
-            f"{checkpoint} does not fit {type(network).__name__} (same channels, bias and levels as the checkpoint's "
-            f"network?): {str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}"
-        ) from err
     clip_keys = {f"{name}.clip" for name in acts}
+    missing, unexpected = sorted(clip_keys), []
+    if checkpoint is not None:
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"ann_init checkpoint not found: {checkpoint}.")
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("network"), dict):
+            state = state["network"]
+        try:
+            missing, unexpected = network.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shapes differ
+            lines = str(err).splitlines()
+            raise ValueError(
+                f"{checkpoint} does not fit {type(network).__name__} (same channels, bias and levels as the "
+                f"checkpoint's network?): {lines[1].strip() if len(lines) > 1 else err}"
+            ) from err
     wrong = [k for k in missing if k not in clip_keys] + list(unexpected)
     if wrong:
         raise ValueError(
