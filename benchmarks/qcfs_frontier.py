@@ -135,7 +135,12 @@ def main(argv: list[str] | None = None) -> str:
         ev = json.loads(Path(args.evaluation).read_text())
         parts.append(f"Shipped models, same volumes ({ev.get('info', {}).get('num_volumes')} volumes):\n\n"
                      + table(["model", "T", "3D Dice", *energy, "spikes / neuron / step"], evaluation_rows(ev)))
-    text = "\n\n".join(parts)
+    import datetime
+    import platform
+
+    head = (f"MSD Task04 hippocampus (real volumes), numbers read from the bundle's stage outputs; tables written "
+            f"{datetime.date.today()} on {platform.machine()} {platform.system()}, the runs: a 2-core CPU, one thread each")
+    text = "\n\n".join([head, *parts])
     print(text)
     if args.save:
         Path(args.save).write_text(text + "\n")
