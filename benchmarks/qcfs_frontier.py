@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> str:
     import platform
 
     head = (f"MSD Task04 hippocampus (real volumes), numbers read from the bundle's stage outputs; tables written "
-            f"{datetime.date.today()} on {platform.machine()} {platform.system()}, the runs: a 2-core CPU, one thread each")
+            f"{datetime.date.today()} on {platform.machine()} {platform.system()}; the runs: a 2-core CPU, one "
+            "thread each")
     text = "\n\n".join([head, *parts])
     print(text)
     if args.save:
