@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,10 @@ def sweep_rows(run: Path, fold: int) -> list[list[str]]:
     if conv is None:
         return []
     done = _read(fd / "train_ann" / "done.json") or {}
-    weight = (done.get("overrides") or {}).get("activity_weight", conv["settings"].get("activity_weight", 0))
+    named = re.search(r"_w([0-9.]+)$", run.name)  # runs named <name>_w<weight>, as the docs' result folders
+    weight = (done.get("overrides") or {}).get(
+        "activity_weight", conv["settings"].get("activity_weight", named.group(1) if named else 0)
+    )
     design = int(conv["settings"]["num_steps"])
     rows = [[str(weight), "QCFS ANN", "", _fmt(conv["ann"]["dice_3d_mean"]), "", "", "", ""]]
     snn = (ev or {}).get("converted") or {}

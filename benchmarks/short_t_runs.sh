@@ -1,0 +1,50 @@
+#!/bin/bash
+# The runs behind the hippocampus "Short T and energy" tables (issue 13), as they ran on 2026-12-05 on a 2-core CPU
+# (one thread per job, several jobs at a time). Every command is resumable; run from the repository root.
+# Outputs go to runs/; the result JSONs are then kept in bundles/hippocampus_snn/docs/results/short_t/
+# (apps.keep_results) and the tables written by benchmarks/qcfs_frontier.py.
+set -e
+B=bundles/hippocampus_snn
+CV="python -m monai_snn.apps.cross_validation --bundle_root $B"
+export OMP_NUM_THREADS=1
+
+# 1. QCFS ANN (multi-threshold levels, design T = 2) from scratch, converted and evaluated at T = 2 and 1 (weight 0)
+#    (fold 0 ran first with --stages train_ann convert finetune evaluate finetune_steps=2 "steps_sweep=[1,2,4]"; its
+#    pooled-energy evaluation is the evaluate stage of a folder linking those outputs, docs: qcfs_w0/fold0)
+$CV --output_dir runs/hippo_qcfs_t2 --folds 0 1 2 3 4 --stages train_ann convert evaluate \
+  --set activation=qcfs design_steps=2 "steps_sweep=[1]" "converted_extra_steps=[1]"
+
+# 2. activity penalty: 8 more epochs from each fold's QCFS ANN; fold 0 at several weights, folds 1-4 at 0.3
+penalized() {  # weight output_dir fold
+  $CV --output_dir "$2" --folds "$3" --stages train_ann convert evaluate \
+    --set activation=qcfs design_steps=2 activity_weight="$1" \
+    "ann_init=runs/hippo_qcfs_t2/fold$3/train_ann/ckpt/best_model.pt" train_ann:learning_rate=0.0003 \
+    train_ann:max_epochs=8 "steps_sweep=[1]" "converted_extra_steps=[1]"
+}
+for w in 0.01 0.03 0.1 0.3; do penalized $w runs/hippo_act_w$w 0; done
+for f in 1 2 3 4; do penalized 0.3 runs/hippo_act5_w0.3 $f; done
+
+# 3. spike fine-tuning at T = 2 and 1 from the fold-0 model of weight 0.3
+python -m monai_snn.apps.variants --bundle_root $B --run_dir runs/hippo_act_w0.3 \
+  --variants $B/configs/ablations/short_t_finetuning.json --output_dir runs/hippo_short_t_ft \
+  --stages convert finetune evaluate --metrics dice_3d_mean dice_2d_mean \
+  --set activation=qcfs design_steps=2 activity_weight=0.3 finetune:max_epochs=3 finetune:learning_rate=0.00003 \
+  "eval_extra_steps=[]"
+
+# 4. ship the fold-0 T = 2 model and evaluate every shipped model on fold 0's 42 test volumes
+python -m monai_snn.apps.ship_models --bundle_root $B --run_dir runs/hippo_act_w0.3 --fold 0 \
+  --snn convert:finetuned_t2
+python - <<'PY'
+import json, os
+from monai_snn.bundle import load_scripts
+s = load_scripts("bundles/hippocampus_snn")
+dl = "runs/hippo_qcfs_t2/prep/datalist.json"
+d = json.load(open(dl))
+test = s.task.fold_split(dl, 0, 5, 0.125, 0)["test"]
+d.update(training=[{"image": os.path.abspath(t["image"]), "label": os.path.abspath(t["label"])} for t in test],
+         numTraining=len(test), num_folds=None)
+json.dump(d, open("runs/hippo_fold0_test_datalist.json", "w"), indent=1)
+PY
+python -m monai.bundle run --meta_file $B/configs/metadata.json --logging_file $B/configs/logging.conf \
+  --bundle_root $B --config_file "['$B/configs/common.json','$B/configs/evaluate.json']" \
+  --datalist runs/hippo_fold0_test_datalist.json --output_dir runs/hippo_shipped_fold0
