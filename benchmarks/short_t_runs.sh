@@ -48,3 +48,10 @@ PY
 python -m monai.bundle run --meta_file $B/configs/metadata.json --logging_file $B/configs/logging.conf \
   --bundle_root $B --config_file "['$B/configs/common.json','$B/configs/evaluate.json']" \
   --datalist runs/hippo_fold0_test_datalist.json --output_dir runs/hippo_shipped_fold0
+
+# 5. fold 2 again, the QCFS ANN started from the fold's float ANN (clipping levels from its activations)
+$CV --output_dir runs/hippo_float_f2 --folds 2 --stages train_ann
+$CV --output_dir runs/hippo_act_fromfloat_w0.3 --folds 2 --stages train_ann convert evaluate \
+  --set activation=qcfs design_steps=2 activity_weight=0.3 \
+  "ann_init=runs/hippo_float_f2/fold2/train_ann/ckpt/best_model.pt" train_ann:learning_rate=0.0003 \
+  train_ann:max_epochs=8 "steps_sweep=[1]" "converted_extra_steps=[1]"
