@@ -104,7 +104,9 @@ class SpikingNeuron(TimeStepped):
         if reset not in ("subtract", "zero"):
             raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}.")
         if reset == "zero" and len(self.thresholds) > 1:
-            raise ValueError(f"reset='zero' (hard reset) is defined for one threshold, got thresholds {self.thresholds}.")
+            raise ValueError(
+                f"reset='zero' (hard reset) is defined for one threshold, got thresholds {self.thresholds}."
+            )
         self.reset_mode = reset
         self.v_threshold = float(v_threshold)
         self.initial_potential = float(initial_potential)
