@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
+import platform
 import re
 import statistics
 from pathlib import Path
@@ -38,6 +40,11 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def _fmt(v: Any, digits: int = 3) -> str:
     return "" if v is None else f"{v:.{digits}f}"
+
+
+def _energy_cells(e: dict[str, Any]) -> list[str]:
+    """Compute, with-memory and paper-counting energy ratios of a metrics entry."""
+    return [_fmt(e.get("energy_ratio")), _fmt(e.get("energy_ratio_mem")), _fmt(e.get("energy_ratio_spikes"), 4)]
 
 
 def sweep_rows(run: Path, fold: int) -> list[list[str]]:
@@ -57,14 +64,12 @@ def sweep_rows(run: Path, fold: int) -> list[list[str]]:
     at_t = snn.get("at_T", {})
     for t, m in sorted(conv["metrics_vs_T"].items(), key=lambda kv: int(kv[0])):
         e = snn if int(t) == design and snn else at_t.get(t, {})
-        rows.append([str(weight), "converted", t, _fmt(m["dice_3d_mean"]), _fmt(e.get("energy_ratio")),
-                     _fmt(e.get("energy_ratio_mem")), _fmt(e.get("energy_ratio_spikes"), 4),
+        rows.append([str(weight), "converted", t, _fmt(m["dice_3d_mean"]), *_energy_cells(e),
                      _fmt(e.get("firing_rate_mean"), 2) if e is snn else ""])  # fmt: skip
     fine = (ev or {}).get("finetuned")
     if fine:
         rows.append([str(weight), "fine-tuned", str(fine["num_steps"]), _fmt(fine["dice_3d_mean"]),
-                     _fmt(fine.get("energy_ratio")), _fmt(fine.get("energy_ratio_mem")),
-                     _fmt(fine.get("energy_ratio_spikes"), 4), _fmt(fine.get("firing_rate_mean"), 2)])  # fmt: skip
+                     *_energy_cells(fine), _fmt(fine.get("firing_rate_mean"), 2)])  # fmt: skip
     return rows
 
 
@@ -76,8 +81,7 @@ def evaluation_rows(metrics: dict[str, Any]) -> list[list[str]]:
             continue
         entries = [(m.get("num_steps"), m)] + [(int(t), v) for t, v in sorted(m.get("at_T", {}).items())]
         for t, e in entries:
-            rows.append([name, "" if t is None else str(t), _fmt(e["dice_3d_mean"]), _fmt(e.get("energy_ratio")),
-                         _fmt(e.get("energy_ratio_mem")), _fmt(e.get("energy_ratio_spikes"), 4),
+            rows.append([name, "" if t is None else str(t), _fmt(e["dice_3d_mean"]), *_energy_cells(e),
                          _fmt(e.get("firing_rate_mean"), 2)])  # fmt: skip
     return rows
 
@@ -139,9 +143,6 @@ def main(argv: list[str] | None = None) -> str:
         ev = json.loads(Path(args.evaluation).read_text())
         parts.append(f"Shipped models, same volumes ({ev.get('info', {}).get('num_volumes')} volumes):\n\n"
                      + table(["model", "T", "3D Dice", *energy, "spikes / neuron / step"], evaluation_rows(ev)))
-    import datetime
-    import platform
-
     head = (f"MSD Task04 hippocampus (real volumes), numbers read from the bundle's stage outputs; tables written "
             f"{datetime.date.today()} on {platform.machine()} {platform.system()}; the runs: a 2-core CPU, one "
             "thread each")

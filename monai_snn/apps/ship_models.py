@@ -27,9 +27,11 @@ import torch
 
 from monai_snn.apps.summary import fold_settings
 from monai_snn.bundle.results import portable_path, read_result, resolve_path, write_json
+from monai_snn.handlers.checkpoint import read_state_dict
 
 __all__ = ["network_args", "eval_metrics", "ship_models", "ship_snn", "main"]
 
+_SNN_FILES = {"convert": "snn_converted", "finetune": "snn_finetuned"}  # a stage -> the SNN it writes
 _SPECIAL = ("_target_", "_disabled_", "_requires_", "_desc_", "_mode_")
 
 
@@ -151,8 +153,7 @@ def ship_models(
         ckpt = resolve_path(recorded) if recorded and not (fold_dir / "train_ann").exists() else ckpt
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: run train_ann for fold {fold} first.")
-    state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
-    state = state.get("network", state) if isinstance(state, dict) else state
+    state = read_state_dict(ckpt)
     done = fold_dir / "train_ann" / "done.json"
     overrides = json.loads(done.read_text()).get("overrides") if done.is_file() else None
     target, args = network_args(root, converted, overrides)
@@ -169,13 +170,8 @@ def ship_models(
     if ann_only:
         return {}
     metrics = eval_metrics(evaluation, int(fold), metric, label)
-    for stage, name, target_name in (("convert", "snn_converted", "converted"), ("finetune", "snn_finetuned", "model")):
-        src = fold_dir / stage / f"{name}.pt"
-        if not src.is_file():
-            raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
-        shutil.copyfile(src, models / f"{target_name}.pt")
-        settings = fold_settings(fold_dir) if stage == "finetune" else converted
-        write_json(models / f"{target_name}.json", dict(settings, source=f"{portable_path(src)} (fold {fold})"))
+    for stage, target_name in (("convert", "converted"), ("finetune", "model")):
+        _copy_snn(fold_dir, int(fold), stage, models / target_name)
 
     meta_path = root / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
@@ -209,22 +205,25 @@ def ship_snn(run_dir: str | Path, fold: int, stage: str, name: str, models_dir: 
         ValueError: an unknown ``stage`` or a ``name`` of the main set.
         FileNotFoundError: the stage's SNN is missing.
     """
-    names = {"convert": "snn_converted", "finetune": "snn_finetuned"}
-    if stage not in names:
+    if stage not in _SNN_FILES:
         raise ValueError(f"stage must be 'convert' or 'finetune', got {stage!r}.")
     if name in ("ann", "converted", "model"):
         raise ValueError(f"name {name!r} is one of the main model set's files; choose another (e.g. finetuned_t2).")
-    fold_dir = Path(run_dir) / f"fold{int(fold)}"
-    src = fold_dir / stage / f"{names[stage]}.pt"
-    if not src.is_file():
-        raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
-    converted = fold_dir / "convert" / "snn_converted.json"
-    settings = fold_settings(fold_dir) if stage == "finetune" else read_result(converted)
     models = Path(models_dir)
     models.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, models / f"{name}.pt")
-    write_json(models / f"{name}.json", dict(settings, source=f"{portable_path(src)} (fold {fold})"))
+    _copy_snn(Path(run_dir) / f"fold{int(fold)}", int(fold), stage, models / name)
     return models / f"{name}.pt"
+
+
+def _copy_snn(fold_dir: Path, fold: int, stage: str, target: Path) -> None:
+    """Copy a stage's SNN to ``target.pt`` with its settings (and where it came from) in ``target.json``."""
+    src = fold_dir / stage / f"{_SNN_FILES[stage]}.pt"
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
+    converted = fold_dir / "convert" / f"{_SNN_FILES['convert']}.json"
+    settings = fold_settings(fold_dir) if stage == "finetune" else read_result(converted)
+    shutil.copyfile(src, target.parent / f"{target.name}.pt")
+    write_json(target.parent / f"{target.name}.json", dict(settings, source=f"{portable_path(src)} (fold {fold})"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -122,6 +122,13 @@ def metric_vs_steps_figure(curves: Mapping[str, Mapping[int, float]], reference:
     return fig
 
 
+def _name_energy(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Store the energy handler's ratios under the names ``metrics.json`` gives them (``energy_snn_over_ann...``)."""
+    for suffix in ("", "_mem", "_spikes"):
+        metrics[f"energy_snn_over_ann{suffix}"] = metrics.get(f"energy_ratio{suffix}")
+    return metrics
+
+
 def evaluate_models(
     make_evaluator: Callable[..., Any],
     data_loader: Any,
@@ -197,18 +204,13 @@ def evaluate_models(
         rates = FiringRateHandler(net, log_image=False)
         m = run_evaluator(make_evaluator, net, data_loader, num_steps=T, desc=f"{name} T={T}",
                           handlers=[energy, rates])  # fmt: skip
-        m["energy_snn_over_ann"] = m.get("energy_ratio")
-        m["energy_snn_over_ann_mem"] = m.get("energy_ratio_mem")
-        m["energy_snn_over_ann_spikes"] = m.get("energy_ratio_spikes")
+        _name_energy(m)
         m.update(num_steps=T, weights=portable_path(weights), firing_rates=dict(rates.rates))
         at_t = {}
         for t in sorted({int(s) for s in extra_steps.get(name, ())} - {T}):
             e = EnergyHandler(net, metric_prefix="energy_", average=True)
             mt = run_evaluator(make_evaluator, net, data_loader, num_steps=t, desc=f"{name} T={t}", handlers=[e])
-            mt["energy_snn_over_ann"] = mt.get("energy_ratio")
-            mt["energy_snn_over_ann_mem"] = mt.get("energy_ratio_mem")
-            mt["energy_snn_over_ann_spikes"] = mt.get("energy_ratio_spikes")
-            at_t[str(t)] = mt
+            at_t[str(t)] = _name_energy(mt)
         if at_t:
             m["at_T"] = at_t
         results[name] = m

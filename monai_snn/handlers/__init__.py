@@ -8,6 +8,7 @@ from monai_snn.handlers.checkpoint import (
     BestMetricState,
     latest_checkpoint,
     load_weights,
+    read_state_dict,
     restore_best,
 )
 from monai_snn.handlers.energy import EnergyHandler, batch_images
@@ -28,6 +29,7 @@ __all__ = [
     "firing_rate_figure",
     "latest_checkpoint",
     "load_weights",
+    "read_state_dict",
     "restore_best",
     "stage_writer",
 ]

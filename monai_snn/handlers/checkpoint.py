@@ -19,7 +19,9 @@ from monai.handlers import CheckpointSaver
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AtomicCheckpointSaver", "BestMetricState", "latest_checkpoint", "load_weights", "restore_best"]
+__all__ = [
+    "AtomicCheckpointSaver", "BestMetricState", "latest_checkpoint", "load_weights", "read_state_dict", "restore_best"
+]
 
 
 class _SaveBeforeRemove(DiskSaver):
@@ -114,14 +116,23 @@ def latest_checkpoint(folder: str | os.PathLike, prefix: str = "latest") -> str:
     return ""
 
 
-def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "network") -> torch.nn.Module:
-    """Load a state dict (plain or a CheckpointSaver dict under ``key``) into ``network``; returns it in eval mode."""
+def read_state_dict(path: str | os.PathLike, key: str = "network") -> dict[str, torch.Tensor]:
+    """A state dict from ``path``: a plain one, or the one a CheckpointSaver dict holds under ``key``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path} (run the previous stage first).")
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
-    network.load_state_dict(state)
+    return state
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "network") -> torch.nn.Module:
+    """Load a state dict (plain or a CheckpointSaver dict under ``key``) into ``network``; returns it in eval mode."""
+    network.load_state_dict(read_state_dict(path, key))
     return network.eval()
 
 

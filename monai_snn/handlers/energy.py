@@ -48,6 +48,9 @@ def batch_images(batch: Any) -> torch.Tensor:
     raise TypeError(f"cannot find the images in a batch of type {type(batch).__name__}; pass inputs_transform.")
 
 
+_POOLED = ("memory_snn_j", "memory_ann_j", "sops", "spikes", "macs_ann", "macs_first_layer")
+
+
 class EnergyHandler:
     """Estimate the energy of a spiking network on the first batch of every epoch and log / save it.
 
@@ -132,7 +135,7 @@ class EnergyHandler:
         self.e_mac = e_mac
         self.recompute = recompute
         self.average = average
-        self._sums: dict[str, float] = {}
+        self._totals: dict[str, Any] = {}
         self.last: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self._pending = False
@@ -141,35 +144,14 @@ class EnergyHandler:
         """Register the handler's callbacks on ``engine``."""
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
 
     def _epoch_started(self, engine: Engine) -> None:
         self._pending = True
-        self._sums = {}
-
-    def _accumulate(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Pool ``record`` (per-sample values of one forward pass) with the epoch's earlier ones (``average``)."""
-        b = record["batch_size"]
-        keys = ("snn_j", "ann_j", "memory_snn_j", "memory_ann_j", "sops", "spikes", "macs_ann", "macs_first_layer")
-        for k in keys:
-            self._sums[k] = self._sums.get(k, 0.0) + record[k] * b
-        self._sums["n"] = self._sums.get("n", 0.0) + b
-        layers = self._sums.setdefault("sops_per_layer", {})  # type: ignore[arg-type]
-        for k, v in record["sops_per_layer"].items():
-            layers[k] = layers.get(k, 0.0) + v * b
-        n, t = self._sums["n"], self._sums
-        snn_j, ann_j, snn_mem, ann_mem = t["snn_j"] / n, t["ann_j"] / n, t["memory_snn_j"] / n, t["memory_ann_j"] / n
-        return {
-            **record,
-            "batch_size": int(n),
-            **{k: t[k] / n for k in keys},
-            "ratio": snn_j / ann_j if ann_j > 0 else float("nan"),
-            "ratio_mem": (snn_j + snn_mem) / (ann_j + ann_mem) if ann_j + ann_mem > 0 else float("nan"),
-            "ratio_spikes": (t["spikes"] * self.e_ac + t["macs_first_layer"] * self.e_mac)
-            / (t["macs_ann"] * self.e_mac) if t["macs_ann"] > 0 else float("nan"),
-            "sops_per_layer": {k: v / n for k, v in layers.items()},
-        }
+        self._totals: dict[str, Any] = {}
 
     def _measure(self, engine: Engine) -> dict[str, Any]:
+        """Totals of the engine's last forward pass (whole batch, all steps): energies, counts, ``n`` samples."""
         net = self.network
         recorded = net.last_input_shape is not None and all(n.spike_count is not None for n in net.neurons().values())
         if self.recompute or not recorded:
@@ -181,14 +163,29 @@ class EnergyHandler:
             report["energy_snn_j"] = report["sops"] * self.e_ac + report["macs_first_layer"] * self.e_mac
             report["energy_ann_j"] = report["macs_ann"] * self.e_mac
             report.update(memory_energy(report))
-        batch = report["batch_size"]
-        snn_j, ann_j = report["energy_snn_j"] / batch, report["energy_ann_j"] / batch
-        snn_mem, ann_mem = report["memory_snn_j"] / batch, report["memory_ann_j"] / batch
+        totals = {k: report[k] for k in _POOLED}
+        totals.update(snn_j=report["energy_snn_j"], ann_j=report["energy_ann_j"], n=report["batch_size"],
+                      sops_per_layer=dict(report["sops_per_layer"]))  # fmt: skip
+        return totals
+
+    @staticmethod
+    def _pool(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        """The totals of two passes together."""
+        layers = dict(a["sops_per_layer"])
+        for k, v in b["sops_per_layer"].items():
+            layers[k] = layers.get(k, 0.0) + v
+        return {**{k: a[k] + b[k] for k in (*_POOLED, "snn_j", "ann_j", "n")}, "sops_per_layer": layers}
+
+    def _record(self, engine: Engine, t: dict[str, Any]) -> dict[str, Any]:
+        """Per-sample values and the SNN / ANN ratios of totals ``t``."""
+        n = t["n"]
+        snn_j, ann_j, snn_mem, ann_mem = t["snn_j"] / n, t["ann_j"] / n, t["memory_snn_j"] / n, t["memory_ann_j"] / n
+        paper_snn = t["spikes"] * self.e_ac + t["macs_first_layer"] * self.e_mac
         return {
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
-            "num_steps": net.num_steps,
-            "batch_size": batch,
+            "num_steps": self.network.num_steps,
+            "batch_size": int(n),
             "snn_j": snn_j,
             "ann_j": ann_j,
             "ratio": snn_j / ann_j if ann_j > 0 else float("nan"),
@@ -196,13 +193,9 @@ class EnergyHandler:
             "memory_ann_j": ann_mem,
             "ratio_mem": (snn_j + snn_mem) / (ann_j + ann_mem) if ann_j + ann_mem > 0 else float("nan"),
             # the Spiking-UNet paper's counting (Qu et al. 2023): one accumulate per spike, fan-out ignored
-            "ratio_spikes": (report["spikes"] * self.e_ac + report["macs_first_layer"] * self.e_mac)
-            / (report["macs_ann"] * self.e_mac) if report["macs_ann"] > 0 else float("nan"),
-            "spikes": report["spikes"] / batch,
-            "sops": report["sops"] / batch,
-            "macs_ann": report["macs_ann"] / batch,
-            "macs_first_layer": report["macs_first_layer"] / batch,
-            "sops_per_layer": {k: v / batch for k, v in report["sops_per_layer"].items()},
+            "ratio_spikes": paper_snn / (t["macs_ann"] * self.e_mac) if t["macs_ann"] > 0 else float("nan"),
+            **{k: t[k] / n for k in ("spikes", "sops", "macs_ann", "macs_first_layer")},
+            "sops_per_layer": {k: v / n for k, v in t["sops_per_layer"].items()},
         }
 
     def _iteration_completed(self, engine: Engine) -> None:
@@ -210,26 +203,32 @@ class EnergyHandler:
             return
         first = self._pending
         self._pending = False
-        record = self._measure(engine)
-        if self.average:
-            record = self._accumulate(record)
+        totals = self._measure(engine)
+        self._totals = totals if first else self._pool(self._totals, totals)
+        record = self._record(engine, self._totals)
         self.last = record
         if first:
             self.history.append(record)
         else:
             self.history[-1] = record
-        keys = ("snn_j", "ann_j", "ratio", "sops")
-        if self.metric_prefix is not None:
+        if self.metric_prefix is not None:  # every iteration: the epoch's other handlers read them at its end
             metrics = engine.state.metrics
             metrics[f"{self.metric_prefix}snn_uj"] = record["snn_j"] * 1e6
             metrics[f"{self.metric_prefix}ann_uj"] = record["ann_j"] * 1e6
-            metrics[f"{self.metric_prefix}ratio"] = record["ratio"]
-            metrics[f"{self.metric_prefix}ratio_mem"] = record["ratio_mem"]
-            metrics[f"{self.metric_prefix}ratio_spikes"] = record["ratio_spikes"]
-            metrics[f"{self.metric_prefix}sops"] = record["sops"]
+            for k in ("ratio", "ratio_mem", "ratio_spikes", "sops"):
+                metrics[f"{self.metric_prefix}{k}"] = record[k]
+        if not self.average:
+            self._write(engine)
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        if self.average and self._totals:
+            self._write(engine)
+
+    def _write(self, engine: Engine) -> None:
+        """The epoch's record to TensorBoard and ``energy.json`` (once per epoch)."""
         if self._writer is not None:
-            for k in keys:
-                self._writer.add_scalar(f"{self.tag_prefix}/{k}", record[k], engine.state.epoch)
+            for k in ("snn_j", "ann_j", "ratio", "sops"):
+                self._writer.add_scalar(f"{self.tag_prefix}/{k}", self.last[k], engine.state.epoch)
             self._writer.flush()
         if self.save_dir is not None:
             os.makedirs(self.save_dir, exist_ok=True)

@@ -91,11 +91,8 @@ class QCFS(nn.Module):
         self.layer_name = ""
         self.track_activity = False  # set by monai_snn.losses.ActivityRegularizedLoss
         self.activity: torch.Tensor | None = None
-        self.passthrough = False  # ReLU while init_qcfs calibrates the clipping levels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.passthrough:
-            return torch.relu(x)
         lam = self.clip
         if not bool(lam > 0):
             raise ValueError(
@@ -156,6 +153,7 @@ def init_qcfs(
         init_qcfs(qnet, "models/ann.pt", calibration_batch)
     """
     from monai_snn.conversion.statistics import iterate_calibration, robust_percentile
+    from monai_snn.handlers.checkpoint import read_state_dict
 
     acts = {name: m for name, m in network.named_modules() if isinstance(m, QCFS)}
     if not acts:
@@ -165,11 +163,8 @@ def init_qcfs(
     if checkpoint is not None:
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"ann_init checkpoint not found: {checkpoint}.")
-        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("network"), dict):
-            state = state["network"]
         try:
-            missing, unexpected = network.load_state_dict(state, strict=False)
+            missing, unexpected = network.load_state_dict(read_state_dict(checkpoint), strict=False)
         except RuntimeError as err:  # shapes differ
             lines = str(err).splitlines()
             raise ValueError(
@@ -189,15 +184,19 @@ def init_qcfs(
                 f"{checkpoint} has no QCFS clipping levels (a ReLU ANN): pass calibration_data to set them."
             )
         values: dict[str, list[torch.Tensor]] = {name: [] for name in to_calibrate}
-        hooks = [
-            m.register_forward_hook(lambda mod, inp, out, n=name: values[n].append(out.detach().flatten().cpu()))
-            for name, m in to_calibrate.items()
-        ]
+
+        def as_relu(name: str):  # the float ANN's activation, recorded: a forward hook's return replaces the output
+            def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+                out = torch.relu(inputs[0])
+                if name in values:
+                    values[name].append(out.flatten().cpu())
+                return out
+
+            return hook
+
+        hooks = [m.register_forward_hook(as_relu(name)) for name, m in acts.items()]
         device = next(network.parameters()).device
-        was_training = network.training
         network.eval()
-        for m in acts.values():
-            m.passthrough = True
         try:
             with torch.no_grad():
                 for batch in iterate_calibration(calibration_data):
@@ -205,9 +204,6 @@ def init_qcfs(
         finally:
             for h in hooks:
                 h.remove()
-            for m in acts.values():
-                m.passthrough = False
-            network.train(was_training)
         for name, m in to_calibrate.items():
             v = torch.cat(values[name])
             level = robust_percentile(v[v > 0], percentile)

@@ -236,8 +236,12 @@ class SpikingNeuron(TimeStepped):
         upper = self.max_output if self.flow_gradient == "clip" else None
         out = _StraightThroughFlow.apply(x, rate, self.signed, upper)
         if self.track_activity:
-            self.activity = out.abs() / self.levels[-1] if self.signed else out / self.levels[-1]
+            self.activity = self._activity(out)
         return out
+
+    def _activity(self, out: torch.Tensor) -> torch.Tensor:
+        """A step's output in units of the smallest level (what ``ActivityRegularizedLoss`` penalizes)."""
+        return (out.abs() if self.signed else out) / self.levels[-1]
 
     def _integrate(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
         v = self.v
@@ -339,8 +343,7 @@ class SpikingNeuron(TimeStepped):
             self._count(spikes)
         self.v = v
         if self.track_activity:  # running mean over the steps of this sample
-            a = (out.abs() if self.signed else out) / self.levels[-1]
-            n = self.num_steps
+            a, n = self._activity(out), self.num_steps
             self.activity = a if self.activity is None else self.activity * (n / (n + 1)) + a / (n + 1)
         return out
 
