@@ -91,7 +91,8 @@ class EnergyHandler:
         e_mac: energy per multiply-accumulate, joules.
         recompute: always run an extra forward pass on the batch instead of reading the engine's.
         average: measure every iteration and report the epoch's pooled values (weighted by samples) instead of
-            the first iteration's; costs one count pass per iteration (what a test-set figure should use).
+            the first iteration's; costs one count pass per iteration (what a test-set figure should use). The
+            metrics are updated every iteration, TensorBoard and ``energy.json`` once, at the end of the epoch.
 
     Raises:
         TypeError: ``network`` is not a spiking network.
