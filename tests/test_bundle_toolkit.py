@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,27 @@ def test_conversion_and_evaluate_stages(tmp_path, monkeypatch):
     assert m["ann_checkpoint"] == "ann.pt" and ev["converted"]["weights"] == "convert/snn_converted.pt"
     with pytest.raises(ValueError, match="models is empty"):
         evaluate_models(_factory(), _loader(data), {}, ann, tmp_path)
+    # resume: a model whose weights, T, extra T and info are unchanged is not evaluated again
+    assert not (tmp_path / "eval" / "metrics.partial.json").exists()  # removed once every model finished
+    counted = []
+    factory = _factory()
+
+    def counting(**kw):
+        counted.append(kw["network"])
+        return factory(**kw)
+
+    net_def = ConvertibleUNet(2, 1, 1, channels=(4, 8))
+    again = evaluate_models(counting, _loader(data), models, net_def, tmp_path / "eval", extra_steps={"converted": [1]},
+                            resume=True)  # fmt: skip
+    assert not counted and again["converted"]["dice"] == ev["converted"]["dice"]
+    evaluate_models(counting, _loader(data), models, net_def, tmp_path / "eval", num_steps={"converted": 1},
+                    resume=True)  # fmt: skip
+    assert len(counted) == 1  # a new T: the converted SNN again, the ANN reused
+    evaluate_models(counting, _loader(data), models, net_def, tmp_path / "eval", info={"sigma": 5}, resume=True)
+    assert len(counted) == 3  # other info: both again
+    os.utime(ckpt, (ckpt.stat().st_atime, ckpt.stat().st_mtime + 10))
+    evaluate_models(counting, _loader(data), models, net_def, tmp_path / "eval", info={"sigma": 5}, resume=True)
+    assert len(counted) == 4  # newer ANN weights: the ANN again, the SNN reused
 
 
 def test_portable_paths(tmp_path, monkeypatch):

@@ -152,6 +152,30 @@ def test_num_steps_changeable_and_chunking_identical(trained_ann, hippo_slices):
         snn.num_steps = 0
 
 
+def test_meta_tensor_input_runs_plain_and_keeps_its_metadata(trained_ann, hippo_slices):
+    """MONAI pipelines hand MetaTensors to the network: the simulation runs on the plain tensor (so the compiled
+    neuron update works and no step pays for metadata), the readout and the flow pass carry the input's meta."""
+    from monai.data import MetaTensor
+
+    from monai_snn.neurons import set_fused_update
+    from monai_snn.neurons.fused import _STATE
+
+    x = hippo_slices[2][:2]
+    snn = convert_to_snn(trained_ann, [x], num_steps=4)
+    meta = MetaTensor(x.clone(), meta={"filename_or_obj": "case_7.nii.gz"})
+    ref = outputs(snn, x)
+    try:
+        set_fused_update("auto")
+        out = outputs(snn, meta)
+        assert not _STATE["failed"]  # the MetaTensor did not reach the compiled kernel
+    finally:
+        set_fused_update(False)  # the suite runs eager (MONAI_SNN_FUSED=0 in conftest)
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "case_7.nii.gz"
+    assert torch.allclose(out.as_tensor(), ref, atol=1e-6)
+    flow = snn.forward_flow(meta.clone().requires_grad_(True))
+    assert isinstance(flow, MetaTensor) and flow.requires_grad and torch.allclose(flow.as_tensor(), ref, atol=1e-5)
+
+
 def test_ternary_encoding_end_to_end(trained_ann, hippo_slices):
     x = hippo_slices[2][:8]
     snn = convert_to_snn(trained_ann, [x], num_steps=8, encoding="poisson_ternary")

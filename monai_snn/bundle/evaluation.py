@@ -122,6 +122,38 @@ def metric_vs_steps_figure(curves: Mapping[str, Mapping[int, float]], reference:
     return fig
 
 
+def _earlier_results(out: Path, partial: Path, info: Mapping[str, Any]) -> dict[str, Any]:
+    """The newest earlier results in ``out`` (partial first) whose ``info`` agrees with ``info`` on every key of
+    ``info``; ``{}`` if none. ``_file`` / ``_mtime`` say where they came from and when."""
+    for path in (partial, out / "metrics.json"):
+        if not path.is_file():
+            continue
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            logger.warning("%s is not readable JSON (%s): evaluating again.", path, e)
+            continue
+        old_info = earlier.get("info") or {}
+        if all(old_info.get(k) == v for k, v in info.items()):
+            return {**earlier, "_file": str(path), "_mtime": path.stat().st_mtime}
+    return {}
+
+
+def _reusable(
+    earlier: Mapping[str, Any] | None, weights: str | os.PathLike, T: int | None, extra: Sequence[int], mtime: float
+) -> dict[str, Any] | None:
+    """``earlier`` (one model's scores) if they came from ``weights`` (not modified after ``mtime``) at ``T`` and
+    cover every extra ``T``; else ``None``."""
+    if not earlier or earlier.get("weights") != portable_path(weights) or os.path.getmtime(weights) > mtime:
+        return None
+    if earlier.get("num_steps") != T:
+        return None
+    have = {int(t) for t in earlier.get("at_T", {})}
+    if T is not None and not {int(t) for t in extra} - {T} <= have:
+        return None
+    return dict(earlier)
+
+
 def _name_energy(metrics: dict[str, Any]) -> dict[str, Any]:
     """Store the energy handler's ratios under the names ``metrics.json`` gives them (``energy_snn_over_ann...``)."""
     for suffix in ("", "_mem", "_spikes"):
@@ -141,6 +173,7 @@ def evaluate_models(
     metrics_file: str | os.PathLike | None = None,
     log: bool = True,
     summary_writer: Any = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """A bundle's evaluate stage: every model of ``models`` on ``data_loader`` -> ``metrics.json`` + TensorBoard.
 
@@ -150,7 +183,9 @@ def evaluate_models(
     ``energy_snn_over_ann_mem`` (memory accesses included, see :mod:`monai_snn.energy.estimate`) and
     ``energy_snn_over_ann_spikes`` (the Spiking-UNet paper's counting: one accumulate per spike, fan-out ignored),
     and the mean firing rate; ``extra_steps[name]`` adds the metrics at other ``T`` under ``at_T``. A missing
-    weights file gives ``null`` (with a warning), so a partly trained fold can be evaluated.
+    weights file gives ``null`` (with a warning), so a partly trained fold can be evaluated. Each finished model is
+    saved at once in ``metrics.partial.json`` (removed when all are done), so that with ``resume`` a killed run
+    goes on where it stopped.
 
     Args:
         make_evaluator: the evaluator factory (see :func:`run_evaluator`).
@@ -167,6 +202,9 @@ def evaluate_models(
         log: write a TensorBoard run to ``output_dir``.
         summary_writer: the TensorBoard writer to log to (e.g. the stage's
             :func:`monai_snn.handlers.stage_writer`, left open); ``None``: a new one on ``output_dir``, closed here.
+        resume: reuse a model's scores from ``output_dir``'s ``metrics.partial.json`` or ``metrics.json`` where
+            they were made from the same weights file (not modified since), at the same ``T`` (and every extra
+            ``T``), with the same ``info``; the others are evaluated.
 
     Returns:
         ``{name: {metric: value, "num_steps": T, "weights": path, ...} | None, ..., "info": {...}}``, the weights
@@ -188,6 +226,8 @@ def evaluate_models(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     num_steps, extra_steps = dict(num_steps or {}), dict(extra_steps or {})
+    partial = out / "metrics.partial.json"
+    earlier = _earlier_results(out, partial, dict(info or {})) if resume else {}
     results: dict[str, Any] = {}
     for name, weights in models.items():
         if not weights or not os.path.isfile(weights):
@@ -195,11 +235,17 @@ def evaluate_models(
             results[name] = None
             continue
         net = load_model(name, models, network_def)
-        if not _is_spiking(net):
+        T = int(num_steps.get(name) or net.num_steps) if _is_spiking(net) else None
+        kept = _reusable(earlier.get(name), weights, T, extra_steps.get(name, ()), earlier.get("_mtime", 0.0))
+        if kept is not None:
+            logger.info("%s: reusing the scores in %s (same weights, T and info).", name, earlier["_file"])
+            results[name] = kept
+            continue
+        if T is None:
             results[name] = {**run_evaluator(make_evaluator, net, data_loader, desc=name), "num_steps": None,
                              "weights": portable_path(weights)}  # fmt: skip
+            write_json(partial, {**results, "info": dict(info or {})})
             continue
-        T = int(num_steps.get(name) or net.num_steps)
         energy = EnergyHandler(net, metric_prefix="energy_", average=True)
         rates = FiringRateHandler(net, log_image=False)
         m = run_evaluator(make_evaluator, net, data_loader, num_steps=T, desc=f"{name} T={T}",
@@ -214,11 +260,13 @@ def evaluate_models(
         if at_t:
             m["at_T"] = at_t
         results[name] = m
+        write_json(partial, {**results, "info": dict(info or {})})
     results["info"] = {**dict(info or {}), **machine_info()}
     target = Path(metrics_file) if metrics_file else out / "metrics.json"
     write_json(target, results)
     if target.resolve() != (out / "metrics.json").resolve():
         write_json(out / "metrics.json", results)
+    partial.unlink(missing_ok=True)
     for name in models:
         if results.get(name):
             key = results[name]["key_metric"]

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 import torch.fx
+from monai.data import MetaTensor
+from monai.utils import convert_to_dst_type
 from torch import nn
 
 from monai_snn.encoding.encoders import Encoder, make_encoder
@@ -247,7 +249,14 @@ class SpikingSimulator(nn.Module):
         return 1 if device.type == "cpu" else min(16, self.num_steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Simulate ``num_steps`` steps on ``x`` (``[B, C, *spatial]``); returns the averaged readout."""
+        """Simulate ``num_steps`` steps on ``x`` (``[B, C, *spatial]``); returns the averaged readout.
+
+        A MONAI ``MetaTensor`` input is simulated as a plain tensor (its per-op metadata handling would cost every
+        step and keeps the compiled neuron update from running) and the readout gets its metadata back.
+        """
+        return _with_meta_of(x, self._simulate(_plain(x)))
+
+    def _simulate(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         self._plan()
         self.reset()
@@ -342,12 +351,13 @@ class SpikingSimulator(nn.Module):
                 f"accumulated spiking flow needs a rate form of every layer, but {', '.join(others)} changes with the "
                 "time step; train this network with method='bptt' (backpropagation through time)."
             )
+        meta_src, x = x, _plain(x)
         neurons = list(self.neurons().values())
         for n in neurons:
             n.record_flow = True
         try:
             with torch.no_grad():
-                self.forward(x)
+                self._simulate(x)
         finally:
             for n in neurons:
                 n.record_flow = False
@@ -362,7 +372,20 @@ class SpikingSimulator(nn.Module):
                 env[op.name] = self._call(op, lambda a: env[a.name])
             for name in free:
                 env.pop(name, None)
-        return torch.fx.node.map_arg(self._output_node.args[0], lambda a: env[a.name])
+        return _with_meta_of(meta_src, torch.fx.node.map_arg(self._output_node.args[0], lambda a: env[a.name]))
 
     def extra_repr(self) -> str:
         return f"num_steps={self.num_steps}, encoder={self._encoder!r}, chunk_size={self.chunk_size}"
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a plain tensor (a ``MetaTensor`` without its metadata, same storage and autograd graph)."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else x
+
+
+def _with_meta_of(x: torch.Tensor, out: Any) -> Any:
+    """``out`` with the metadata of ``x`` where ``x`` is a ``MetaTensor`` and ``out`` a tensor (as an ANN's output
+    would carry it); otherwise ``out`` unchanged."""
+    if isinstance(x, MetaTensor) and isinstance(out, torch.Tensor) and not isinstance(out, MetaTensor):
+        return convert_to_dst_type(out, x)[0]
+    return out

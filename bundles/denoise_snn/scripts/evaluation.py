@@ -92,7 +92,7 @@ def evaluate_sigmas(
                             num_workers=num_workers)  # fmt: skip
         per_sigma[s] = evaluate_models(make_evaluator, loader, models, network_def, out / f"sigma{sigma_tag(s)}",
                                        num_steps, extra_steps if s == key else None,
-                                       {**dict(info or {}), "sigma": s, "seed": seed})  # fmt: skip
+                                       {**dict(info or {}), "sigma": s, "seed": seed}, resume=True)  # fmt: skip
     merged: dict[str, Any] = {}
     for name in models:
         base = per_sigma[key].get(name)
