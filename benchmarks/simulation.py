@@ -10,7 +10,8 @@ Prints a markdown table for the 2D hippocampus U-Net (channels 16-128, input 56 
   ``pip install --no-deps spikingjelly`` worked in this environment;
 * ``multi-threshold``: the default simulator with multi-threshold neurons (2, 1, 0.5, 0.25), with and without spike
   counting (a per-step popcount of the fired levels), with the compiled neuron update (the default where a C++
-  compiler is found, :mod:`monai_snn.neurons.fused`) and eager.
+  compiler is found, :mod:`monai_snn.neurons.fused`) and eager, and given a MONAI ``MetaTensor`` (what a MONAI
+  pipeline hands the network; simulated as a plain tensor, so it should cost what the plain input costs).
 
 Each case runs in a fresh process (peak RSS is per case); times are medians. Ratios are only comparable within one
 run: the machines are shared and noisy.
@@ -52,6 +53,11 @@ def build(case: str, T: int, chunk: int):
         from monai_snn.neurons import set_fused_update
 
         set_fused_update(False)
+    if case == "snn_mt_meta":
+        from monai.data import MetaTensor
+
+        xm = MetaTensor(x)
+        return lambda: snn(xm)
     if case.startswith("snn"):
         return lambda: snn(x)
     gm = snn.network
@@ -138,7 +144,8 @@ def main() -> None:
         cases = [("snn", c) for c in args.chunks if c <= T]
         if T <= 32:
             cases.append(("snn", T))  # all T steps folded into the batch
-        cases += [("naive", 1), ("spikingjelly", 1), ("snn_mt", 1), ("snn_mt_eager", 1), ("snn_mt_nocount", 1)]
+        cases += [("naive", 1), ("spikingjelly", 1), ("snn_mt", 1), ("snn_mt_eager", 1), ("snn_mt_nocount", 1),
+                  ("snn_mt_meta", 1)]
         for case, chunk in dict.fromkeys(cases):
             r = run_case(case, T, chunk, reps, args.threads)
             label = {
@@ -146,6 +153,7 @@ def main() -> None:
                 "snn_mt": "monai_snn multi-threshold, chunk=1 (compiled update)",
                 "snn_mt_eager": "monai_snn multi-threshold, chunk=1, eager update",
                 "snn_mt_nocount": "monai_snn multi-threshold, chunk=1, count_spikes=False",
+                "snn_mt_meta": "monai_snn multi-threshold, chunk=1, MetaTensor input",
             }.get(case, case)
             if "error" in r:
                 print(f"| {T} | {label} | {r['error']} | | |")

@@ -107,6 +107,26 @@ def test_rerun_skips_finished_stages(pipeline, tiny_drive):
     assert set(status.values()) == {"skipped"}
 
 
+def test_quantization_aware_ann_from_the_float_ann(pipeline, tiny_drive, tmp_path):
+    """activation=qcfs with ann_init = the float ANN of the pipeline (clipping levels from its activations) and the
+    activity penalty: the converted SNN at the design T = 1 scores what the quantized ANN scores."""
+    from monai_snn.apps.cross_validation import run_cross_validation
+
+    overrides = dict(TINY, data_dir=str(tiny_drive), activation="qcfs", design_steps=1, activity_weight=0.3,
+                     ann_init=str(pipeline / "train_ann" / "ckpt" / "best_model.pt"), steps_sweep="[1]")  # fmt: skip
+    for key in ("percentile_candidates", "convert_steps", "finetune_image_repeats", "finetune_steps"):
+        overrides.pop(key)  # set by activation=qcfs, or not options of train_ann / convert
+    overrides.pop("eval_extra_steps")
+    with stage_environment():
+        status = run_cross_validation(BUNDLE, tmp_path, folds=[0], stages=["train_ann", "convert"], quiet=True,
+                                      overrides=overrides)  # fmt: skip
+    assert set(status.values()) == {"done"}
+    m = json.loads((tmp_path / "fold0" / "convert" / "metrics.json").read_text())
+    assert m["settings"]["normalization"] == "clip" and m["settings"]["activity_weight"] == 0.3
+    assert m["converted"]["num_steps"] == 1 and not m.get("percentile_search")
+    assert m["converted"]["f1"] == pytest.approx(m["ann"]["f1"], abs=2e-3)
+
+
 def test_variants_convert_a_given_ann_file(pipeline, tiny_drive, tmp_path):
     """apps.variants on an ANN checkpoint file (--ann, as for the shipped models/ann.pt): one converted SNN per
     variant from that file, a table with a row per variant and the metrics vs T of the conversions' T sweeps."""
