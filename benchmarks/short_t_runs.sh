@@ -56,3 +56,14 @@ $CV --output_dir runs/hippo_act_fromfloat_w0.3 --folds 2 --stages train_ann conv
   --set activation=qcfs design_steps=2 activity_weight=0.3 \
   "ann_init=runs/hippo_float_f2/fold2/train_ann/ckpt/best_model.pt" train_ann:learning_rate=0.0003 \
   train_ann:max_epochs=8 "steps_sweep=[1]" "converted_extra_steps=[1]"
+
+# 6. fold 2 in two steps from the float ANN: QCFS without the penalty (12 epochs), then penalized (8 epochs)
+$CV --output_dir runs/hippo_2step_s1 --folds 2 --stages train_ann convert \
+  --set activation=qcfs design_steps=2 activity_weight=0.0 \
+  "ann_init=runs/hippo_float_f2/fold2/train_ann/ckpt/best_model.pt" train_ann:learning_rate=0.0003 \
+  train_ann:max_epochs=12 "steps_sweep=[1]"
+$CV --output_dir runs/hippo_2step_w0.3 --folds 2 --stages train_ann convert evaluate \
+  --set activation=qcfs design_steps=2 activity_weight=0.3 \
+  "ann_init=runs/hippo_2step_s1/fold2/train_ann/ckpt/best_model.pt" train_ann:learning_rate=0.0003 \
+  train_ann:max_epochs=8 "steps_sweep=[1]" "converted_extra_steps=[1]"
+
