@@ -67,3 +67,20 @@ $CV --output_dir runs/hippo_2step_w0.3 --folds 2 --stages train_ann convert eval
   "ann_init=runs/hippo_2step_s1/fold2/train_ann/ckpt/best_model.pt" train_ann:learning_rate=0.0003 \
   train_ann:max_epochs=8 "steps_sweep=[1]" "converted_extra_steps=[1]"
 
+# 7. DRIVE (issue 13's DRIVE target): QCFS ANNs from the shipped float ANN, design T = 2 (then penalized) and T = 1
+D=bundles/drive_snn
+DCV="python -m monai_snn.apps.cross_validation --bundle_root $D"
+$DCV --output_dir runs/drive_qcfs_s1 --folds 0 --stages train_ann convert \
+  --set activation=qcfs design_steps=2 ann_init=$D/models/ann.pt train_ann:learning_rate=0.0003 \
+  train_ann:max_epochs=12 "steps_sweep=[1,4]"
+$DCV --output_dir runs/drive_qcfs_w0.3 --folds 0 --stages train_ann convert \
+  --set activation=qcfs design_steps=2 activity_weight=0.3 \
+  ann_init=runs/drive_qcfs_s1/fold0/train_ann/ckpt/best_model.pt train_ann:learning_rate=0.0003 \
+  train_ann:max_epochs=8 "steps_sweep=[1,4]"
+$DCV --output_dir runs/drive_qcfs_d1 --folds 0 --stages train_ann convert \
+  --set activation=qcfs design_steps=1 ann_init=$D/models/ann.pt train_ann:learning_rate=0.0003 \
+  train_ann:max_epochs=12 "steps_sweep=[2,4]"
+for r in qcfs_s1 qcfs_w0.3 qcfs_d1; do
+  python -m monai_snn.apps.keep_results --run_dir runs/drive_$r --output_dir $D/docs/results/short_t/$r --folds 0
+done
+
