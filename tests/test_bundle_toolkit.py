@@ -346,3 +346,22 @@ def test_every_robustness_stage_resolves(bundle, tmp_path):
     parser.get_parsed_content("imports")
     assert parser.get_parsed_content("noise_sigmas") and "evaluate_robustness" in parser["run"][0]
     assert parser.get_parsed_content("stage_dir") in (str(tmp_path / "fold0" / "robustness"), str(tmp_path))
+
+
+def test_runner_clears_a_stale_stage_but_keeps_stage_keep(tmp_path):
+    """A stale stage folder is emptied (its log kept) except the files matching the stage config's stage_keep."""
+    from monai_snn.apps.cross_validation import _clear_stage
+
+    stage = tmp_path / "evaluate"
+    for rel in ("stage.log", "metrics.json", "done.json", "sigma15/metrics.json", "sigma15/events.out.tfevents.1",
+                "sigma50/metrics.partial.json", "ckpt/latest.pt"):
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stage / rel).write_text(rel)
+    (stage / "linked").symlink_to(tmp_path, target_is_directory=True)
+    _clear_stage(stage, "stale: the configuration changed", ["sigma*/metrics.json", "sigma*/metrics.partial.json"])
+    left = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+    assert left == ["sigma15/metrics.json", "sigma50/metrics.partial.json", "stage.log"]
+    assert not (stage / "ckpt").exists() and not (stage / "linked").exists() and tmp_path.exists()
+    assert "kept 2 file(s) matching stage_keep" in (stage / "stage.log").read_text()
+    _clear_stage(stage, "forced rerun")
+    assert sorted(p.name for p in stage.iterdir()) == ["stage.log"]

@@ -17,7 +17,10 @@ What makes a rerun safe:
 * **Killed stages resume, stale ones restart.** Before a stage starts, ``started.json`` records the same
   fingerprint. A stage without ``done.json`` whose ``started.json`` matches resumes from its ``latest``
   checkpoint; one whose fingerprint changed (or whose marker went stale) is cleared first, so it never resumes
-  from a checkpoint of other inputs.
+  from a checkpoint of other inputs. A stage config's ``stage_keep`` (glob patterns under the stage folder) names
+  the files that survive the clearing because the stage itself checks whether they still apply (e.g. an evaluate
+  stage's per-level scores, reused by :func:`monai_snn.bundle.evaluate_models` with ``resume`` only where the
+  weights, ``T`` and settings match).
 * **The runner owns its stages.** A lock file stops a second runner on the same output folder (the stage
   process inherits the lock, so a stage left by a killed runner also blocks it); each stage runs in its own
   process group and dies with the runner (``SIGTERM`` / ``SIGINT`` are forwarded, and on Linux the kernel kills
@@ -42,7 +45,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -299,14 +301,21 @@ def _marker_status(marker: Path, fingerprint: dict[str, Any], parser) -> str:
     return "done"
 
 
-def _clear_stage(stage_dir: Path, why: str) -> None:
-    """Remove everything of an earlier run of the stage except its log (which records why)."""
-    for p in stage_dir.iterdir():
-        if p.name == "stage.log":
-            continue
-        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+def _clear_stage(stage_dir: Path, why: str, keep: Sequence[str] = ()) -> None:
+    """Remove everything of an earlier run of the stage except its log (which records why) and the files matching
+    the glob patterns ``keep`` (relative to ``stage_dir``)."""
+    kept = {q for pattern in keep for q in stage_dir.glob(pattern) if q.is_file()}
+    for root, dirs, files in os.walk(stage_dir, topdown=False):
+        here = Path(root)
+        for name in files + [d for d in dirs if (here / d).is_symlink()]:
+            p = here / name
+            if not (p in kept or (here == stage_dir and name == "stage.log")):
+                p.unlink()
+        if here != stage_dir and not any(here.iterdir()):
+            here.rmdir()
+    note = f" (kept {len(kept)} file(s) matching stage_keep)" if kept else ""
     with open(stage_dir / "stage.log", "a") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} cleared earlier results: {why}\n")
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} cleared earlier results: {why}{note}\n")
 
 
 @contextlib.contextmanager
@@ -453,11 +462,12 @@ def _one_stage(bundle_root, out: Path, fold: int, stage: str, overrides: dict, f
         bar.write(f"{key}: up to date ({marker}), skipped", file=sys.stderr)
         return "skipped"
     stage_dir.mkdir(parents=True, exist_ok=True)
+    keep = _paths(parser, "stage_keep")
     if state != "missing" or force:
-        _clear_stage(stage_dir, "forced rerun" if state == "done" else state)
+        _clear_stage(stage_dir, "forced rerun" if state == "done" else state, keep)
         bar.write(f"{key}: {'forced rerun' if state == 'done' else state}; earlier results cleared", file=sys.stderr)
     elif (earlier := _read_json(started)) is not None and earlier.get("fingerprint") != fingerprint:
-        _clear_stage(stage_dir, "an interrupted run with other inputs or configuration")
+        _clear_stage(stage_dir, "an interrupted run with other inputs or configuration", keep)
         bar.write(f"{key}: the interrupted run had other inputs or configuration; cleared", file=sys.stderr)
     bar.set_postfix_str(key)
     cmd = stage_command(bundle_root, stage, out, fold, overrides)
