@@ -164,6 +164,9 @@ def test_training_cost_comparison(pipeline, tmp_path):
     ml = next(r for r in res["neurons"] if r["neuron"] == "ML")
     assert ml["ft"] == 0.5 and ml["ft_T"] == 20
     assert "| ML |" in (tmp_path / "cmp2" / "training_cost.md").read_text()
+    # a validation tag the stages never logged (hippocampus validates on 2D Dice, tests on 3D): the error names both
+    with pytest.raises(SystemExit, match="logged no validation metric 'dice_3d'.*'miou'.*--val_metric"):
+        main(["--fold_dir", str(pipeline), "--output_dir", str(tmp_path / "cmp3"), "--val_metric", "dice_3d"])
 
 
 def test_directly_trained_spiking_unet_stage(pipeline, tiny_camseq):

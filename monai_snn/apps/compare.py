@@ -50,6 +50,7 @@ def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no TensorBoard run or no ``done.json`` in ``stage_dir``.
+        ValueError: the run never logged ``metric`` (the error lists the tags it has).
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -59,11 +60,12 @@ def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
     if not files:
         raise FileNotFoundError(f"no TensorBoard run in {stage_dir}.")
     epochs: dict[int, tuple[float, float]] = {}
-    iterations, t0 = 0, None
+    iterations, t0, seen = 0, None, set()
     for f in files:
         acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
         acc.Reload()
         tags = acc.Tags()["scalars"]
+        seen.update(tags)
         for tag in ("train_loss", metric):
             for e in acc.Scalars(tag) if tag in tags else []:
                 t0 = e.wall_time if t0 is None else min(t0, e.wall_time)
@@ -72,6 +74,11 @@ def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
         if metric in tags:
             for e in acc.Scalars(metric):
                 epochs[e.step] = (e.value, e.wall_time)  # a resumed run rewrites an epoch: the last one counts
+    if metric not in seen:
+        raise ValueError(
+            f"{stage_dir} logged no validation metric {metric!r} (its scalars: {sorted(seen)}); "
+            "pass the tag the stage validates with, e.g. --val_metric val_mean_dice."
+        )
     steps = sorted(epochs)
     return {
         "epochs": steps,
@@ -82,18 +89,22 @@ def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
     }
 
 
-def training_cost(fold_dir: str | Path) -> dict[str, Any]:
+def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[str, Any]:
     """Test score, T, energy and training cost of every model of a fold, with the validation curves per pipeline.
 
     Args:
         fold_dir: a fold of a runner output (``<output_dir>/fold{k}``) with an ``evaluate`` stage.
+        val_metric: the TensorBoard tag of the training stages' validation metric, where it differs from the test
+            key metric (hippocampus: ``"val_mean_dice"``, the 2D slice Dice, against the test ``dice_3d_mean``);
+            default: the test key metric.
 
     Returns:
         ``{"metric", "rows": [{"pipeline", "model", "T", "test", "energy_vs_ann", "iterations", "seconds"}, ...],
-        "curves": {pipeline: {"iterations": [...], "seconds": [...], "values": [...]}}, "info": {...}}``.
+        "curves": {pipeline: {"iterations": [...], "seconds": [...], "values": [...]}}, "val_metric", "info"}``.
 
     Raises:
         FileNotFoundError: no ``evaluate/metrics.json``, or a stage without its TensorBoard run / ``done.json``.
+        ValueError: a training stage that never logged the validation metric.
     """
     fold = Path(fold_dir)
     ev = read_result(fold / "evaluate" / "metrics.json")
@@ -101,6 +112,7 @@ def training_cost(fold_dir: str | Path) -> dict[str, Any]:
     if not models:
         raise FileNotFoundError(f"{fold / 'evaluate' / 'metrics.json'} holds no evaluated model.")
     metric = next(iter(models.values()))["key_metric"]
+    val_metric = val_metric or metric
     rows, curves = [], {}
 
     def row(pipeline: str, model: str, iterations: int, seconds: float) -> None:
@@ -114,7 +126,7 @@ def training_cost(fold_dir: str | Path) -> dict[str, Any]:
                      "iterations": iterations, "seconds": seconds})  # fmt: skip
 
     if (fold / "train_ann" / "done.json").is_file():
-        ann = stage_curve(fold / "train_ann", metric)
+        ann = stage_curve(fold / "train_ann", val_metric)
         row("conversion + fine-tuning", "ann", ann["iterations"], ann["seconds"])
         its, secs = _cumulative(ann, 0, 0.0)
         vals = list(ann["values"])
@@ -122,7 +134,7 @@ def training_cost(fold_dir: str | Path) -> dict[str, Any]:
         convert_s = float(read_result(convert_done).get("seconds", 0.0)) if convert_done.is_file() else 0.0
         row("conversion + fine-tuning", "converted", ann["iterations"], ann["seconds"] + convert_s)
         if (fold / "finetune" / "done.json").is_file():
-            ft = stage_curve(fold / "finetune", metric)
+            ft = stage_curve(fold / "finetune", val_metric)
             total_it, total_s = ann["iterations"] + ft["iterations"], ann["seconds"] + convert_s + ft["seconds"]
             row("conversion + fine-tuning", "finetuned", total_it, total_s)
             f_it, f_s = _cumulative(ft, ann["iterations"], ann["seconds"] + convert_s)
@@ -135,11 +147,11 @@ def training_cost(fold_dir: str | Path) -> dict[str, Any]:
             continue
         name = stage[len("train_"):]
         label = f"ANN twin: {name[: -len('_ann')]}" if name.endswith("_ann") else f"direct: {name}"
-        c = stage_curve(fold / stage, metric)
+        c = stage_curve(fold / stage, val_metric)
         row(label, name, c["iterations"], c["seconds"])
         it, s = _cumulative(c, 0, 0.0)
         curves[label] = {"iterations": it, "seconds": s, "values": c["values"]}
-    return {"metric": metric, "rows": rows, "curves": curves, "info": ev.get("info", {})}
+    return {"metric": metric, "rows": rows, "curves": curves, "val_metric": val_metric, "info": ev.get("info", {})}
 
 
 def _cumulative(curve: dict[str, Any], it0: int, s0: float) -> tuple[list[float], list[float]]:
@@ -190,7 +202,11 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def write_comparison(
-    fold_dir: str | Path, output_dir: str | Path, title: str = "", variants_dir: str | Path | None = None
+    fold_dir: str | Path,
+    output_dir: str | Path,
+    title: str = "",
+    variants_dir: str | Path | None = None,
+    val_metric: str | None = None,
 ) -> dict[str, Any]:
     """Write ``training_cost.md`` (table; with the neuron rows DT / FT when those ran), ``training_cost.json``,
     ``training_curves.png`` and ``spike_rates.png`` (per-layer spike rates of every SNN) for one fold.
@@ -204,7 +220,7 @@ def write_comparison(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    res = training_cost(fold_dir)
+    res = training_cost(fold_dir, val_metric)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metric, info = res["metric"], res["info"]
@@ -219,6 +235,7 @@ def write_comparison(
         "Energy vs ANN: the estimated energy of the SNN over its ANN's on the same test images, compute only",
         "(0.9 pJ per synaptic operation, 4.6 pJ per MAC) and with memory accesses (5 pJ per 32-bit SRAM access; see",
         "`monai_snn.energy.estimate`); a directly trained network is compared with its own ANN twin's MACs.",
+        f"`training_curves.png`: validation {res['val_metric']} of each pipeline against its training cost.",
         "",
         f"| pipeline | model | T | test {metric} | energy vs ANN (compute) | (with memory) | spikes / neuron / step "
         "| training iterations | training time (min) |",
@@ -258,7 +275,7 @@ def write_comparison(
     axes[0].set_xlabel("training iterations (pipeline total)")
     axes[1].set_xlabel("wall-clock (min, pipeline total)")
     for ax in axes:
-        ax.set_ylabel(f"validation {metric}")
+        ax.set_ylabel(f"validation {res['val_metric']}")
     axes[1].legend(fontsize=7)
     fig.suptitle(title or "validation metric against training cost")
     fig.tight_layout()
@@ -287,10 +304,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--title", default="")
     p.add_argument("--variants_dir", default=None,
                    help="output of apps.variants with the bundle's configs/ablations/neurons.json (the FT rows)")
+    p.add_argument("--val_metric", default=None,
+                   help="TensorBoard tag of the training stages' validation metric (default: the test key metric)")
     args = p.parse_args(argv)
     try:
-        res = write_comparison(args.fold_dir, args.output_dir, args.title, args.variants_dir)
-    except FileNotFoundError as e:
+        res = write_comparison(args.fold_dir, args.output_dir, args.title, args.variants_dir, args.val_metric)
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print((Path(args.output_dir) / "training_cost.md").read_text())
     return res
