@@ -384,6 +384,22 @@ def test_evaluate_shipped_models_on_msd_folder(tiny_msd, tmp_path):
     assert "test/finetuned/dice_3d_mean" in acc.Tags()["scalars"]
 
 
+def test_robustness_stage_on_shipped_models(tiny_msd, tmp_path):
+    """Kim et al. Fig. 10: every model's 3D Dice under Gaussian input noise, the same noise for each model."""
+    _require_models()
+    _bundle(["common", "evaluate", "robustness"], data_dir=tiny_msd, output_dir=tmp_path, noise_sigmas="[0.5]")
+    r = json.loads((tmp_path / "robustness.json").read_text())
+    assert r["sigmas"] == ["0", "0.5"] and r["info"]["clip"] == [0.0, 1.0] and r["info"]["num_volumes"] == len(NAMES)
+    assert {"ann", "converted", "finetuned", "finetuned_t2"} <= set(r)
+    for name in ("ann", "finetuned"):
+        assert r[name]["key_metric"] == "dice_3d_mean" and r[name]["score"]["0"] > 0.5  # clean: trained weights
+        assert r[name]["score"]["0.5"] < r[name]["score"]["0"]  # heavy noise hurts
+        drop = 100 * (r[name]["score"]["0"] - r[name]["score"]["0.5"]) / r[name]["score"]["0"]
+        assert r[name]["relative_drop_percent"]["0.5"] == pytest.approx(drop)
+    assert r["finetuned"]["num_steps"] == 4 and r["ann"]["num_steps"] is None
+    assert (tmp_path / "robustness.png").stat().st_size > 1000
+
+
 def test_evaluate_shipped_models_on_one_volume(tmp_path):
     """A folder of one subject: the shipped models need no folds."""
     require_data(HIPPO)
