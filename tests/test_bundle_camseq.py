@@ -200,6 +200,15 @@ def test_optional_robustness_stage(pipeline, tiny_camseq):
     assert status == {"fold0/robustness": "done"}
     r = json.loads((pipeline / "robustness" / "robustness.json").read_text())
     assert set(r) >= {"ann", "converted", "finetuned", "spiking_fcn", "spiking_deeplab"} and r["sigmas"] == ["0", "0.2"]
+    # the comparison command puts it in its table
+    from monai_snn.apps.compare import main
+
+    res = main(["--fold_dir", str(pipeline), "--output_dir", str(pipeline.parent / "cmp_robust")])
+    table = (pipeline.parent / "cmp_robust" / "training_cost.md").read_text()
+    assert "## Robustness: test miou under Gaussian input noise" in table and res["robustness"]["sigmas"] == r["sigmas"]
+    drop = r["spiking_fcn"]["relative_drop_percent"]["0.2"]
+    assert f"| spiking_fcn | 2 | {r['spiking_fcn']['score']['0']:.4f} | " in table and f"({drop:+.1f} %)" in table
+    assert (pipeline.parent / "cmp_robust" / "robustness.png").is_file()
     ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
     for name in ("ann", "spiking_deeplab"):  # the clean score is the evaluate stage's (Poisson seeds aside for SNNs)
         assert r[name]["score"]["0"] == pytest.approx(ev[name]["miou"], abs=0.05 if name != "ann" else 1e-6)

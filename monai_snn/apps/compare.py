@@ -7,7 +7,8 @@ Reads what the stages of a fold already wrote (no model is run again):
 * ``evaluate/metrics.json``: the test score of every model (key metric), its ``T`` and estimated energy over the ANN;
 * each training stage's TensorBoard run: the validation key metric after every epoch with its wall-clock time, and
   the training iterations (the ``train_loss`` steps);
-* each stage's ``done.json``: its wall-clock seconds.
+* each stage's ``done.json``: its wall-clock seconds;
+* ``robustness/robustness.json`` when the optional robustness stage ran: each model's score under input noise.
 
 The conversion pipeline's cost is the sum of its stages (``train_ann`` + ``convert`` + ``finetune``); a directly
 trained network's (and an ANN twin's, ``train_<name>_ann``) is its own stage (``train_<name>``). The curves put
@@ -25,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from monai_snn.bundle.results import read_result
 
-__all__ = ["stage_curve", "training_cost", "neuron_rows", "write_comparison", "main"]
+__all__ = ["stage_curve", "training_cost", "neuron_rows", "robustness_table", "write_comparison", "main"]
 
 PIPELINE = ("train_ann", "convert", "finetune")
 
@@ -193,6 +195,39 @@ def neuron_rows(fold_dir: str | Path, variants_dir: str | Path | None = None) ->
     return rows
 
 
+def robustness_table(robustness: dict[str, Any]) -> list[str]:
+    """Markdown lines of the robustness stage's results: each model's key metric at every input-noise sigma, and
+    its relative drop from the clean score in percent (Kim et al. 2022, Fig. 10).
+
+    Args:
+        robustness: the content of a fold's ``robustness/robustness.json``
+            (:func:`monai_snn.bundle.evaluate_robustness`).
+
+    Returns:
+        The section's lines (heading, note, table); none when the file holds no model.
+    """
+    models = {k: v for k, v in robustness.items() if isinstance(v, dict) and "score" in v}
+    if not models:
+        return []
+    sigmas = [s for s in robustness.get("sigmas", []) if s != "0"]
+    key = next(iter(models.values()))["key_metric"]
+    clip = robustness.get("info", {}).get("clip")
+    lines = [
+        "",
+        f"## Robustness: test {key} under Gaussian input noise (relative drop in %)",
+        "",
+        f"Noise of std sigma added to the network input (seed {robustness.get('info', {}).get('seed', '?')}, the same "
+        f"noise for every model{', clipped to ' + str(clip) if clip else ', not clipped'}); `robustness.png`.",
+        "",
+        f"| model | T | clean | " + " | ".join(f"sigma {s}" for s in sigmas) + " |",
+        "|---|---|---|" + "---|" * len(sigmas),
+    ]
+    for name, r in models.items():
+        cells = [f"{r['score'][s]:.4f} ({r['relative_drop_percent'][s]:+.1f} %)" for s in sigmas]
+        lines.append(f"| {name} | {_fmt(r['num_steps'])} | {r['score']['0']:.4f} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return "-"
@@ -208,8 +243,9 @@ def write_comparison(
     variants_dir: str | Path | None = None,
     val_metric: str | None = None,
 ) -> dict[str, Any]:
-    """Write ``training_cost.md`` (table; with the neuron rows DT / FT when those ran), ``training_cost.json``,
-    ``training_curves.png`` and ``spike_rates.png`` (per-layer spike rates of every SNN) for one fold.
+    """Write ``training_cost.md`` (table; with the neuron rows DT / FT when those ran and the robustness table when
+    the robustness stage ran), ``training_cost.json``, ``training_curves.png``, ``spike_rates.png`` (per-layer spike
+    rates of every SNN) and ``robustness.png`` (when it exists) for one fold.
 
     Example::
 
@@ -266,6 +302,12 @@ def write_comparison(
                 f"| {r['neuron']} | {_fmt(r['dt'])} | {_fmt(r['dt_T'])} | {_fmt(r['dt_energy'], 2)} | "
                 f"{_fmt(r['ft'])} | {_fmt(r['ft_T'])} | {_fmt(r['ft_energy'], 2)} |"
             )
+    robust = Path(fold_dir) / "robustness" / "robustness.json"
+    if robust.is_file():  # the optional robustness stage (Kim et al. Fig. 10)
+        res["robustness"] = read_result(robust)
+        lines += robustness_table(res["robustness"])
+        if robust.with_suffix(".png").is_file():
+            shutil.copyfile(robust.with_suffix(".png"), out / "robustness.png")
     (out / "training_cost.md").write_text("\n".join(lines) + "\n")
     (out / "training_cost.json").write_text(json.dumps(res, indent=1, default=str))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=80)
