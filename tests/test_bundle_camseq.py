@@ -250,6 +250,30 @@ def test_inference_with_a_directly_trained_network(pipeline, tiny_camseq, tmp_pa
     assert proc.returncode != 0 and "spiking_deeplab" in proc.stderr  # the valid names, with the close match
 
 
+def test_shipped_models_on_test_frames(tmp_path):
+    """The shipped fine-tuned SNN (default model, at its shipped T) and ANN on two real test frames."""
+    require_data(CAMSEQ)
+    models = BUNDLE / "models"
+    for f in ("ann.pt", "ann.json", "converted.pt", "converted.json", "model.pt", "model.json"):
+        assert (models / f).is_file(), f"shipped model missing: {models / f}"
+    assert json.loads((models / "model.json").read_text())["num_steps"] == 20
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ("0016E5_08119.png", "0016E5_08159.png")  # the first and the last test frame
+    for n in names:
+        os.symlink(CAMSEQ / "images" / n, src / n)
+    run_bundle(BUNDLE, ["common", "inference"], input_dir=src, output_dir=tmp_path / "snn")
+    run_bundle(BUNDLE, ["common", "inference"], input_dir=src, output_dir=tmp_path / "ann", network="ann")
+    for n in names:
+        label = np.asarray(Image.open(CAMSEQ / "labels" / n))
+        known = label != 11
+        snn, ann = (np.asarray(Image.open(tmp_path / d / n.replace(".png", "_seg.png"))) for d in ("snn", "ann"))
+        for name, seg in (("snn", snn), ("ann", ann)):
+            accuracy = (seg[known] == label[known]).mean()
+            assert accuracy > 0.6, f"{n}: {name} pixel accuracy {accuracy:.3f}"
+        assert (snn == ann).mean() > 0.8  # the SNN follows its ANN
+
+
 @pytest.mark.parametrize("case", ["grey", "size", "empty"])
 def test_inference_bad_input_names_the_file(tiny_camseq, tmp_path, case):
     src = tmp_path / "in"
