@@ -102,7 +102,8 @@ def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[s
 
     Returns:
         ``{"metric", "rows": [{"pipeline", "model", "T", "test", "energy_vs_ann", "iterations", "seconds"}, ...],
-        "curves": {pipeline: {"iterations": [...], "seconds": [...], "values": [...]}}, "val_metric", "info"}``.
+        "curves": {pipeline: {"iterations": [...], "seconds": [...], "values": [...]}}, "val_metric", "info"}``,
+        and ``"robustness"`` (the fold's ``robustness/robustness.json``) when the robustness stage ran.
 
     Raises:
         FileNotFoundError: no ``evaluate/metrics.json``, or a stage without its TensorBoard run / ``done.json``.
@@ -153,7 +154,10 @@ def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[s
         row(label, name, c["iterations"], c["seconds"])
         it, s = _cumulative(c, 0, 0.0)
         curves[label] = {"iterations": it, "seconds": s, "values": c["values"]}
-    return {"metric": metric, "rows": rows, "curves": curves, "val_metric": val_metric, "info": ev.get("info", {})}
+    res = {"metric": metric, "rows": rows, "curves": curves, "val_metric": val_metric, "info": ev.get("info", {})}
+    if (fold / "robustness" / "robustness.json").is_file():  # the optional robustness stage (Kim et al. Fig. 10)
+        res["robustness"] = read_result(fold / "robustness" / "robustness.json")
+    return res
 
 
 def _cumulative(curve: dict[str, Any], it0: int, s0: float) -> tuple[list[float], list[float]]:
@@ -211,15 +215,16 @@ def robustness_table(robustness: dict[str, Any]) -> list[str]:
         return []
     sigmas = [s for s in robustness.get("sigmas", []) if s != "0"]
     key = next(iter(models.values()))["key_metric"]
-    clip = robustness.get("info", {}).get("clip")
+    info = robustness.get("info", {})
+    clip = info.get("clip")
     lines = [
         "",
         f"## Robustness: test {key} under Gaussian input noise (relative drop in %)",
         "",
-        f"Noise of std sigma added to the network input (seed {robustness.get('info', {}).get('seed', '?')}, the same "
-        f"noise for every model{', clipped to ' + str(clip) if clip else ', not clipped'}); `robustness.png`.",
+        f"Noise of std sigma added to the network input (seed {info.get('seed', '?')}, the same noise for every "
+        f"model{', clipped to ' + str(clip) if clip else ', not clipped'}); `robustness.png`.",
         "",
-        f"| model | T | clean | " + " | ".join(f"sigma {s}" for s in sigmas) + " |",
+        "| model | T | clean | " + " | ".join(f"sigma {s}" for s in sigmas) + " |",
         "|---|---|---|" + "---|" * len(sigmas),
     ]
     for name, r in models.items():
@@ -302,12 +307,11 @@ def write_comparison(
                 f"| {r['neuron']} | {_fmt(r['dt'])} | {_fmt(r['dt_T'])} | {_fmt(r['dt_energy'], 2)} | "
                 f"{_fmt(r['ft'])} | {_fmt(r['ft_T'])} | {_fmt(r['ft_energy'], 2)} |"
             )
-    robust = Path(fold_dir) / "robustness" / "robustness.json"
-    if robust.is_file():  # the optional robustness stage (Kim et al. Fig. 10)
-        res["robustness"] = read_result(robust)
+    if "robustness" in res:
         lines += robustness_table(res["robustness"])
-        if robust.with_suffix(".png").is_file():
-            shutil.copyfile(robust.with_suffix(".png"), out / "robustness.png")
+        plot = Path(fold_dir) / "robustness" / "robustness.png"
+        if plot.is_file():
+            shutil.copyfile(plot, out / "robustness.png")
     (out / "training_cost.md").write_text("\n".join(lines) + "\n")
     (out / "training_cost.json").write_text(json.dumps(res, indent=1, default=str))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=80)
