@@ -233,10 +233,13 @@ def test_inference_contract(pipeline, tiny_camseq, tmp_path):
 
 
 def test_inference_with_a_directly_trained_network(pipeline, tiny_camseq, tmp_path):
+    from monai_snn.apps.ship_models import main as ship
+
     models = tmp_path / "models"
-    models.mkdir()
-    for ext in (".pt", ".json"):
-        os.symlink(pipeline / "train_spiking_deeplab" / f"direct{ext}", models / f"spiking_deeplab{ext}")
+    ship(["--bundle_root", str(BUNDLE), "--run_dir", str(pipeline.parent), "--models_dir", str(models),
+          "--snn", "train_spiking_deeplab:spiking_deeplab"])  # fmt: skip
+    shipped = json.loads((models / "spiking_deeplab.json").read_text())
+    assert shipped["architecture"] == "spiking_deeplab" and "train_spiking_deeplab" in shipped["source"]
     src = tmp_path / "in"
     src.mkdir()
     frame = sorted((tiny_camseq / "images").glob("*.png"))[-1]

@@ -191,11 +191,15 @@ def test_stage_writer_and_null_writer(tmp_path):
 
 
 def test_variants_file_errors(tmp_path):
-    from monai_snn.apps.variants import load_variants, run_variants
+    from monai_snn.apps.variants import load_variants, run_variants, select_variants
 
     good = tmp_path / "v.json"
     good.write_text(json.dumps({"title": "t", "variants": {"a b": {"neuron": "if"}, "c": {}}}))
     assert load_variants(good) == ("t", {"a b": {"neuron": "if"}, "c": {}})
+    _, variants = load_variants(good)
+    assert select_variants(variants, ["c"]) == {"c": {}} and select_variants(variants, None) == variants
+    with pytest.raises(ValueError, match=r"no variant named \['a'\]; the variants are \['a b', 'c'\]"):
+        select_variants(variants, ["a"])
     for bad, msg in (({"variants": {}}, "at least one"), ({"variants": {"a": 1}}, "object of overrides"),
                      ({"variants": {"a b": {}, "a_b": {}}}, "same folder")):  # fmt: skip
         good.write_text(json.dumps(bad))

@@ -188,13 +188,14 @@ def ship_snn(run_dir: str | Path, fold: int, stage: str, name: str, models_dir: 
     """Ship one SNN of a run beside a bundle's model set as ``<name>.pt`` + ``<name>.json`` (its settings).
 
     For a second spiking model next to the shipped ones (e.g. hippocampus ``finetuned_t2``, the short-T SNN of a
-    quantization-aware ANN), which the bundle's evaluate reports under ``name``. The ANN and the metadata are left
-    as they are.
+    quantization-aware ANN, or a directly trained baseline such as CamSeq01's ``spiking_fcn``), which the bundle's
+    evaluate and ``--network`` report under ``name``. The ANN and the metadata are left as they are.
 
     Args:
         run_dir: cross-validation output folder.
         fold: the fold.
-        stage: ``"convert"`` (the converted SNN) or ``"finetune"`` (the fine-tuned one).
+        stage: ``"convert"`` (the converted SNN), ``"finetune"`` (the fine-tuned one) or a direct-training stage
+            ``"train_<name>"`` (its ``direct.pt``; the settings carry the architecture).
         name: file stem in ``models_dir`` (not ``ann``, ``converted`` or ``model``: those are the main set's).
         models_dir: the bundle's models folder.
 
@@ -205,8 +206,8 @@ def ship_snn(run_dir: str | Path, fold: int, stage: str, name: str, models_dir: 
         ValueError: an unknown ``stage`` or a ``name`` of the main set.
         FileNotFoundError: the stage's SNN is missing.
     """
-    if stage not in _SNN_FILES:
-        raise ValueError(f"stage must be 'convert' or 'finetune', got {stage!r}.")
+    if stage not in _SNN_FILES and not stage.startswith("train_"):
+        raise ValueError(f"stage must be 'convert', 'finetune' or a direct-training stage train_<name>, got {stage!r}.")
     if name in ("ann", "converted", "model"):
         raise ValueError(f"name {name!r} is one of the main model set's files; choose another (e.g. finetuned_t2).")
     models = Path(models_dir)
@@ -217,11 +218,13 @@ def ship_snn(run_dir: str | Path, fold: int, stage: str, name: str, models_dir: 
 
 def _copy_snn(fold_dir: Path, fold: int, stage: str, target: Path) -> None:
     """Copy a stage's SNN to ``target.pt`` with its settings (and where it came from) in ``target.json``."""
-    src = fold_dir / stage / f"{_SNN_FILES[stage]}.pt"
+    src = fold_dir / stage / f"{_SNN_FILES.get(stage, 'direct')}.pt"
     if not src.is_file():
         raise FileNotFoundError(f"{src} not found: run the {stage} stage for fold {fold} first.")
-    converted = fold_dir / "convert" / f"{_SNN_FILES['convert']}.json"
-    settings = fold_settings(fold_dir) if stage == "finetune" else read_result(converted)
+    if stage == "finetune":
+        settings = fold_settings(fold_dir)
+    else:  # the converted SNN's settings, or a directly trained network's own (architecture, kwargs, num_steps)
+        settings = read_result(src.with_suffix(".json"))
     shutil.copyfile(src, target.parent / f"{target.name}.pt")
     write_json(target.parent / f"{target.name}.json", dict(settings, source=f"{portable_path(src)} (fold {fold})"))
 
@@ -238,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep_other_metrics", action="store_true",
                    help="replace only the eval_metrics entries of --label (several shipped model sets)")
     p.add_argument("--snn", default=None, metavar="STAGE:NAME",
-                   help="ship only one SNN as NAME.pt / NAME.json beside the model set (STAGE: convert or finetune)")
+                   help="ship only one SNN as NAME.pt / NAME.json beside the model set (STAGE: convert, finetune or a "
+                        "direct-training stage, e.g. train_spiking_fcn:spiking_fcn)")
     args = p.parse_args(argv)
     if args.snn:
         stage, _, name = args.snn.partition(":")

@@ -6,8 +6,9 @@ ANN under several named sets of overrides, then a table and a plot.
 Each variant runs through the resumable runner (:mod:`monai_snn.apps.cross_validation`) in its own folder
 ``<output_dir>/<variant>/fold{k}/...``, so a rerun skips the variants that finished. All variants reuse one trained
 ANN: ``ann_checkpoint`` points at ``<run_dir>/fold{k}/train_ann/ckpt/best_model.pt``, or at the file given with
-``--ann`` (e.g. the bundle's shipped ``models/ann.pt``: an ablation of the shipped model needs no earlier run). The
-variants come from a JSON file::
+``--ann`` (e.g. the bundle's shipped ``models/ann.pt``: an ablation of the shipped model needs no earlier run).
+``--only NAME ...`` runs some of the variants (e.g. one per core, in two commands on the same ``--output_dir``); the
+table always covers every variant that finished. The variants come from a JSON file::
 
     {"title": "Table 1: thresholds of the neuron",
      "variants": {"IF 1.0": {"neuron": "if", "thresholds": [1.0]},
@@ -37,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_variants", "run_variants", "variants_table", "main"]
+__all__ = ["load_variants", "select_variants", "run_variants", "variants_table", "main"]
 
 
 def _slug(name: str) -> str:
@@ -70,6 +71,20 @@ def load_variants(path: str | os.PathLike) -> tuple[str, dict[str, dict[str, Any
     if len(set(slugs)) != len(slugs):
         raise ValueError(f"variants file {p}: names {list(variants)} map to the same folder names {slugs}.")
     return str(data.get("title", p.stem)), variants
+
+
+def select_variants(
+    variants: Mapping[str, Mapping[str, Any]], only: Sequence[str] | None
+) -> dict[str, Mapping[str, Any]]:
+    """The variants named in ``only`` (all of them for ``None`` or an empty list), in the file's order.
+
+    Raises:
+        ValueError: a name that is not one of the variants (the message lists them).
+    """
+    unknown = [n for n in only or [] if n not in variants]
+    if unknown:
+        raise ValueError(f"--only: no variant named {unknown}; the variants are {list(variants)}.")
+    return {n: o for n, o in variants.items() if not only or n in only}
 
 
 def run_variants(
@@ -275,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--stages", nargs="+", default=["convert"], choices=["convert", "finetune", "evaluate"])
     p.add_argument("--metrics", nargs="+", required=True, help="metric names of the bundle, the first is plotted")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every variant")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these variants (by name)")
     p.add_argument("--table_only", action="store_true", help="only (re)write the table from finished variants")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -283,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         if not args.table_only:
             common = dict(s.split("=", 1) for s in args.set)
-            run_variants(args.bundle_root, args.run_dir, variants, args.output_dir, args.fold, args.stages, common,
+            chosen = select_variants(variants, args.only)
+            run_variants(args.bundle_root, args.run_dir, chosen, args.output_dir, args.fold, args.stages, common,
                          args.quiet, ann=args.ann)  # fmt: skip
         rows = variants_table(variants, args.output_dir, args.metrics, args.fold, title)
     except (FileNotFoundError, ValueError) as e:
