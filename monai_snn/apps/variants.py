@@ -189,8 +189,9 @@ def variants_table(
         return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
     nets = [n for n in ("ann", "converted", "finetuned") if any(r[f"{n}_{metrics[0]}"] is not None for r in rows)]
-    head = ["variant", "percentile"] + [f"{n} {m}" + (" (T={})".format(rows[0][f"{n}_T"]) if n != "ann" and m == metrics[0]
-                                                      else "") for n in nets for m in metrics]  # fmt: skip
+    steps = {n: next((r[f"{n}_T"] for r in rows if r[f"{n}_T"] is not None), None) for n in nets}  # finished rows
+    head = ["variant", "percentile"] + [f"{n} {m}" + (f" (T={steps[n]})" if n != "ann" and m == metrics[0] else "")
+                                        for n in nets for m in metrics]  # fmt: skip
     spiking = [n for n in nets if n != "ann"]
     head += [f"energy SNN / ANN ({n})" for n in spiking]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
