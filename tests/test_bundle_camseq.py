@@ -277,6 +277,23 @@ def test_shipped_models_on_test_frames(tmp_path):
         assert (snn == ann).mean() > 0.8  # the SNN follows its ANN
 
 
+def test_shipped_directly_trained_baselines_on_test_frames(tmp_path):
+    """--network spiking_fcn / spiking_deeplab: the shipped Kim et al. baselines (12 epochs of BPTT at T = 20)."""
+    require_data(CAMSEQ)
+    src = tmp_path / "in"
+    src.mkdir()
+    name = "0016E5_08119.png"  # the first test frame (pixel accuracy 0.74 / 0.80 when shipped)
+    os.symlink(CAMSEQ / "images" / name, src / name)
+    label = np.asarray(Image.open(CAMSEQ / "labels" / name))
+    for net in ("spiking_fcn", "spiking_deeplab"):
+        settings = json.loads((BUNDLE / "models" / f"{net}.json").read_text())
+        assert settings["architecture"] == net and settings["num_steps"] == 20
+        run_bundle(BUNDLE, ["common", "inference"], input_dir=src, output_dir=tmp_path / net, network=net)
+        seg = np.asarray(Image.open(tmp_path / net / name.replace(".png", "_seg.png")))
+        accuracy = (seg[label != 11] == label[label != 11]).mean()
+        assert seg.shape == label.shape and accuracy > 0.6, f"{net}: pixel accuracy {accuracy:.3f}"
+
+
 @pytest.mark.parametrize("case", ["grey", "size", "empty"])
 def test_inference_bad_input_names_the_file(tiny_camseq, tmp_path, case):
     src = tmp_path / "in"
