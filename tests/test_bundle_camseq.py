@@ -169,6 +169,22 @@ def test_training_cost_comparison(pipeline, tmp_path):
         main(["--fold_dir", str(pipeline), "--output_dir", str(tmp_path / "cmp3"), "--val_metric", "dice_3d"])
 
 
+def test_continue_ann_control_benchmark(pipeline, tiny_camseq):
+    """benchmarks/continue_ann.py (the ANN under fine-tuning's optimizer restart) on the tiny run: it cannot rot."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from continue_ann import main
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    keys = ("channels", "num_val", "num_test", "image_repeats", "patches_per_image", "patch_size")
+    best = pipeline / "train_ann" / "ckpt" / "best_model.pt"
+    before = best.read_bytes()
+    rows = main(["--bundle_root", str(BUNDLE), "--run_dir", str(pipeline.parent), "--epochs", "1",
+                 "--set", f"data_dir={tiny_camseq}", *(f"{k}={TINY[k]}" for k in keys)])  # fmt: skip
+    assert [r["epoch"] for r in rows] == [0, 1] and all(0.0 <= r["val"] <= 1.0 for r in rows)
+    assert best.read_bytes() == before  # the run itself is untouched
+
+
 def test_directly_trained_spiking_unet_stage(pipeline, tiny_camseq):
     """The optional DT stage of the Spiking-UNet paper's tables: a Spiking-UNet with multi-level neurons, by BPTT."""
     from monai_snn.apps.cross_validation import run_cross_validation
