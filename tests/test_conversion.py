@@ -334,6 +334,26 @@ def test_lif_without_leak_is_exactly_if():
     assert lif.firing_rates() == ref.firing_rates()
 
 
+def test_multi_level_conversion_warns_and_has_a_dead_zone():
+    """Multi-level neurons keep Feng et al.'s leak 0.25 and hard reset: conversion warns, and the converted neuron
+    never fires below a normalized input of 0.45 (membrane limit 0.6 = x / (1 - 0.25)), where IF fires at rate x.
+    A trained U-Net's activations are mostly that small: the DRIVE 'ML + FT' variant fired 0.1 % and scored F1 0."""
+    torch.manual_seed(0)
+    ann = ConvertibleUNet(2, 1, 2, channels=(4, 8)).eval()
+    with pytest.warns(UserWarning, match=r"neuron='multi_level' keeps its direct-training dynamics.*multi_threshold"):
+        snn = convert_to_snn(ann, [torch.rand(4, 1, 16, 16)], neuron="multi_level", num_steps=16)
+    ml = next(iter(snn.neurons().values()))
+    assert ml.leak == 0.25 and ml.hard_reset
+    from monai_snn.neurons import IFNeuron, MultiLevelNeuron
+
+    x = torch.tensor([0.3, 0.44, 0.5, 1.0])
+    for neuron, expected in ((MultiLevelNeuron(), [0.0, 0.0, None, None]), (IFNeuron(), [0.3, 0.44, 0.5, 1.0])):
+        neuron.reset()
+        rate = sum(neuron(x) for _ in range(100)) / 100
+        for r, e in zip(rate.tolist(), expected):
+            assert r > 0 if e is None else r == pytest.approx(e, abs=0.011), (type(neuron).__name__, rate)
+
+
 def test_leaky_conversion_warns_loses_charge_and_fine_tunes():
     """With leak < 1 the membrane loses charge: on non-negative weights and inputs every layer's rate can only fall,
     so the readout is smaller than without leak; the flow pass gives the simulated value and gradients."""

@@ -14,6 +14,7 @@ from monai_snn.conversion.graph import ConversionGraph, trace_ann
 from monai_snn.conversion.normalization import NORMALIZATIONS
 from monai_snn.conversion.statistics import iterate_calibration
 from monai_snn.encoding.encoders import Encoder, make_encoder
+from monai_snn.neurons.multi_level import MultiLevelNeuron
 from monai_snn.neurons.neuron import LIFNeuron, _check_thresholds
 from monai_snn.neurons.real_spike import RealSpikeNeuron
 from monai_snn.neurons.registry import look_up
@@ -150,6 +151,16 @@ def convert_to_snn(
             f"neuron={neuron!r} with leak={leak:g} < 1: the membrane loses charge every step, so the SNN's firing "
             "rates (and readout) fall below the ANN's activations; the conversion is approximate (leak=1.0 is "
             "exact IF conversion).",
+            UserWarning,
+            stacklevel=2,
+        )
+    factory = look_up("neuron", neuron, NEURONS)
+    if issubclass(getattr(factory, "func", factory), MultiLevelNeuron):
+        warnings.warn(
+            f"neuron={neuron!r} keeps its direct-training dynamics (Feng et al.: leak 0.25, hard reset, thresholds "
+            "0.6 / 1.6 / 2.6 with unit spikes): its rates do not follow the normalized ANN's activations, so the "
+            "converted SNN barely fires (DRIVE: 0.1 % firing, F1 0). Convert to 'multi_threshold' or 'if', or train "
+            "multi-level Spiking-UNets directly (the bundles' train_unet_ml stage).",
             UserWarning,
             stacklevel=2,
         )
