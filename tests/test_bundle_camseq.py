@@ -258,7 +258,7 @@ def test_inference_with_a_directly_trained_network(pipeline, tiny_camseq, tmp_pa
     assert shipped["architecture"] == "spiking_deeplab" and "train_spiking_deeplab" in shipped["source"]
     from monai_snn.apps.ship_models import ship_snn
 
-    with pytest.raises(ValueError, match=r"'convert', 'finetune' or a direct-training stage train_<name>, got 'evaluate'"):
+    with pytest.raises(ValueError, match=r"or a direct-training stage train_<name>, got 'evaluate'"):
         ship_snn(pipeline.parent, 0, "evaluate", "x", models)
     src = tmp_path / "in"
     src.mkdir()
