@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="bundle overrides the run was made with")
     args = p.parse_args(argv)
+    from ignite.engine import Events
     from monai.bundle import ConfigParser
     from monai.utils import set_determinism
 
@@ -64,8 +65,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         evaluator.run()
         record(0)
-        from ignite.engine import Events
-
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: record(engine.state.epoch))
         trainer.run()
     print(f"\nANN of {ann}, Adam {args.lr:g} restarted, no schedule; validation key metric:\n")

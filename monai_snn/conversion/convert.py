@@ -59,16 +59,11 @@ def _replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
-def _is_leaky(factory) -> bool:
-    """Whether a :data:`~monai_snn.neurons.NEURONS` factory builds leaky neurons (takes ``leak``)."""
+def _builds(factory, classes: type | tuple[type, ...]) -> bool:
+    """Whether a :data:`~monai_snn.neurons.NEURONS` factory (a class, a ``functools.partial`` of one, or any other
+    registered callable, which builds none of ``classes``) builds instances of ``classes``."""
     cls = factory.func if isinstance(factory, functools.partial) else factory
-    return isinstance(cls, type) and issubclass(cls, (LIFNeuron, RealSpikeNeuron))
-
-
-def _needs_channels(factory) -> bool:
-    """Whether a :data:`~monai_snn.neurons.NEURONS` factory needs the layer's channels (per-channel parameters)."""
-    cls = factory.func if isinstance(factory, functools.partial) else factory
-    return isinstance(cls, type) and issubclass(cls, RealSpikeNeuron)
+    return isinstance(cls, type) and issubclass(cls, classes)
 
 
 def convert_to_snn(
@@ -140,7 +135,8 @@ def convert_to_snn(
     norm = look_up("normalization", normalization, NORMALIZATIONS)
     if not (isinstance(percentile, (int, float)) and 0.0 < percentile <= 100.0):
         raise ValueError(f"percentile must be in (0, 100], got {percentile!r}.")
-    leaky = _is_leaky(look_up("neuron", neuron, NEURONS))
+    factory = look_up("neuron", neuron, NEURONS)
+    leaky = _builds(factory, (LIFNeuron, RealSpikeNeuron))  # takes ``leak``
     levels = _check_thresholds(thresholds) if neuron == "multi_threshold" else (1.0,)
     if isinstance(leak, bool) or not (isinstance(leak, (int, float)) and 0.0 < leak <= 1.0):
         raise ValueError(f"leak must be in (0, 1], got {leak!r}.")
@@ -154,8 +150,7 @@ def convert_to_snn(
             UserWarning,
             stacklevel=2,
         )
-    factory = look_up("neuron", neuron, NEURONS)
-    if issubclass(getattr(factory, "func", factory), MultiLevelNeuron):
+    if _builds(factory, MultiLevelNeuron):
         warnings.warn(
             f"neuron={neuron!r} keeps its direct-training dynamics (Feng et al.: leak 0.25, hard reset, thresholds "
             "0.6 / 1.6 / 2.6 with unit spikes): its rates do not follow the normalized ANN's activations, so the "
@@ -198,7 +193,7 @@ def convert_to_snn(
     neuron_kwargs = {"thresholds": levels, "initial_potential": initial_potential, "surrogate": surrogate}
     if leaky:
         neuron_kwargs["leak"] = leak
-    per_channel = _needs_channels(look_up("neuron", neuron, NEURONS))
+    per_channel = _builds(factory, RealSpikeNeuron)  # per-channel parameters: needs the layer's channels
     for name in graph.neuron_nodes():
         kwargs = dict(neuron_kwargs, num_channels=channels[name]) if per_channel else neuron_kwargs
         _replace_module(gm, nodes[name].target, make_neuron(neuron, **kwargs))
