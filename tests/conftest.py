@@ -1,8 +1,11 @@
-"""Shared fixtures: real hippocampus slices and a small ANN trained on them (once per test session)."""
+"""Shared fixtures: real hippocampus slices and a small ANN trained on them (once per test session); the camseq_snn
+bundle's task module and a tiny folder of real CamSeq01 frames (for its two test files)."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,8 @@ os.environ.setdefault("MONAI_SNN_FUSED", "0")
 # pytest-xdist, one module per worker at a time (``--dist loadfile``: module fixtures are built once); starting these
 # first keeps one long module from running alone at the end.
 LONGEST_FIRST = ("test_faults.py", "test_bundle_drive.py", "test_bundle_denoise.py", "test_conversion.py",
-                 "test_bundle_hippocampus.py", "test_bundle_em.py", "test_bundle_camseq.py", "test_finetune.py")  # fmt: skip
+                 "test_bundle_hippocampus.py", "test_bundle_em.py", "test_bundle_camseq.py", "test_finetune.py",
+                 "test_bundle_camseq_models.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list) -> None:
@@ -30,6 +34,8 @@ def pytest_collection_modifyitems(items: list) -> None:
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MONAI_SNN_DATA", REPO.parent / "shared" / "data"))
 HIPPO = DATA / "Task04_Hippocampus"
+CAMSEQ = DATA / "CamSeq01_SegNet480"
+CAMSEQ_BUNDLE = REPO / "bundles" / "camseq_snn"
 
 
 def require_data(path: Path) -> Path:
@@ -120,3 +126,28 @@ def records(x: torch.Tensor, y: torch.Tensor, names: bool = False) -> list[dict]
             for i in range(len(x))
         ]
     return [{"image": x[i], "label": y[i]} for i in range(len(x))]
+
+
+@pytest.fixture(scope="module")
+def camseq():
+    """The camseq_snn bundle's task module (scripts/camseq.py)."""
+    sys.path.insert(0, str(CAMSEQ_BUNDLE))
+    try:
+        yield importlib.import_module("scripts.camseq")
+    finally:
+        sys.path.remove(str(CAMSEQ_BUNDLE))
+        for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+            del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def tiny_camseq(tmp_path_factory) -> Path:
+    """A CamSeq01_SegNet480-layout folder with 6 real frames (symlinks)."""
+    require_data(CAMSEQ)
+    root = tmp_path_factory.mktemp("camseq") / "CamSeq01_SegNet480"
+    names = sorted(p.name for p in (CAMSEQ / "images").glob("*.png"))
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+        for name in names[:4] + names[-2:]:
+            os.symlink(CAMSEQ / sub / name, root / sub / name)
+    return root

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from ignite.engine import Events
 from torch import nn
 
+from monai_snn.conversion import convert_to_snn
 from monai_snn.energy import estimate_energy
 from monai_snn.engines import SpikingTrainer, spiking_from_scratch
 from monai_snn.networks import FCN, ConvertibleUNet, DeepLab, SpikingDeepLab, SpikingFCN
@@ -102,6 +105,18 @@ def test_real_spike_neuron_forward_backward_hand_computed():
     assert x.grad.flatten().tolist() == pytest.approx([2.0 * 0.5, 3.0 * 0.5])
     with pytest.raises(RuntimeError, match="2 channel amplitudes.*shape \\(1, 3\\)"):
         rs(torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize("neuron", ["multi_level", "real_spike", "lif"])
+def test_direct_training_networks_build_without_conversion_warnings(neuron):
+    """The conversion warnings (leaky / multi-level neurons convert approximately) concern conversion only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        leak = 0.9 if neuron == "lif" else 1.0
+        snn = spiking_from_scratch(ConvertibleUNet(2, 1, 2, (4, 8, 8)), num_steps=2, neuron=neuron, leak=leak)
+    assert snn(torch.rand(1, 1, 16, 16)).shape == (1, 2, 16, 16)
+    with pytest.warns(UserWarning, match="keeps its direct-training dynamics"):
+        convert_to_snn(ConvertibleUNet(2, 1, 2, (4, 8, 8)), None, normalization="none", neuron="multi_level")
 
 
 def test_fold_real_spikes_keeps_outputs_and_sends_binary_spikes():

@@ -55,9 +55,10 @@ def spiking_from_scratch(
         trainer = SpikingTrainer("cpu", 100, loader, snn, torch.optim.Adam(snn.parameters(), 1e-3),
                                  monai.losses.DiceCELoss(sigmoid=True), method="bptt")
     """
-    # convert_to_snn warns that leaky neurons make a conversion approximate; nothing is converted here
+    # convert_to_snn warns that leaky and multi-level neurons make a conversion approximate; nothing is converted here
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*conversion is approximate")
+        warnings.filterwarnings("ignore", message=".*keeps its direct-training dynamics")
         return convert_to_snn(
             ann,
             None,
