@@ -37,7 +37,7 @@ def test_converges_to_ann_2d_real(trained_ann, hippo_slices, neuron):
     assert rel_err(outputs(snn, x), y) < 0.02
 
 
-@pytest.mark.parametrize("neuron", ["if", "multi_threshold"])
+@pytest.mark.parametrize("neuron", ["if", "multi_threshold", "multi_level_rate"])
 def test_converges_to_ann_3d(neuron):
     torch.manual_seed(0)
     ann = ConvertibleUNet(3, 1, 2, channels=(4, 8, 16)).eval()

@@ -119,6 +119,24 @@ def test_direct_training_networks_build_without_conversion_warnings(neuron):
         convert_to_snn(ConvertibleUNet(2, 1, 2, (4, 8, 8)), None, normalization="none", neuron="multi_level")
 
 
+def test_rate_matched_multi_level_fires_at_the_input_rate():
+    """Feng et al.'s threshold shape (0.6 : 1.6 : 2.6) scaled so the compartments' rates sum to the input."""
+    ml = make_neuron("multi_level_rate", thresholds=(1.0,), initial_potential=0.0)  # conversion's keywords
+    theta = torch.tensor(ml.levels[::-1])
+    assert (1 / theta).sum().item() == pytest.approx(1.0)
+    assert (theta / theta[0]).tolist() == pytest.approx([1.0, 1.6 / 0.6, 2.6 / 0.6])
+    assert ml.leak == 1.0 and not ml.hard_reset
+    x = torch.linspace(0, 1.6, 17)  # up to the first compartment's threshold
+    for steps in (10, 100):
+        ml.reset()
+        rate = sum(ml(x) for _ in range(steps)) / steps
+        assert (rate - x).abs().max() <= 3 / steps + 1e-6  # each of the 3 compartments floors its own count
+    with pytest.raises(ValueError, match="leak=1.0"):
+        make_neuron("multi_level_rate", leak=0.5)
+    with pytest.raises(ValueError, match="first_threshold and level_spacing must be positive"):
+        make_neuron("multi_level_rate", level_spacing=0.0)
+
+
 def test_fold_real_spikes_keeps_outputs_and_sends_binary_spikes():
     torch.manual_seed(0)
     snn = spiking_from_scratch(ConvertibleUNet(2, 1, 2, (4, 8, 8)), num_steps=4, neuron="real_spike")

@@ -100,7 +100,10 @@ def convert_to_snn(
             unchanged, e.g. before loading a fine-tuned SNN's ``state_dict``).
         percentile: percentile of the activations (or input currents) used as scale, in (0, 100]; 100 is the max.
         neuron: a name of :data:`~monai_snn.neurons.NEURONS`: ``"if"`` (one threshold), ``"multi_threshold"``
-            (``thresholds``) or ``"lif"`` (one threshold, membrane decay ``leak``).
+            (``thresholds``), ``"lif"`` (one threshold, membrane decay ``leak``), ``"multi_level_rate"`` (Feng et
+            al.'s multi-level unit as a rate code: soft reset, compartment rates summing to the input),
+            ``"real_spike"`` (per-channel spike amplitudes); ``"multi_level"`` keeps Feng et al.'s leak and hard
+            reset for direct training and barely fires when converted (a warning says so).
         thresholds: relative levels of the multi-threshold neuron, highest first (other neurons have one level).
         leak: membrane decay per step of leaky neurons (``"lif"``), in (0, 1]. ``1.0`` (no leak) makes ``"lif"``
             exactly ``"if"``; below 1 the membrane loses charge every step, so firing rates fall below the ANN's
@@ -154,7 +157,8 @@ def convert_to_snn(
         warnings.warn(
             f"neuron={neuron!r} keeps its direct-training dynamics (Feng et al.: leak 0.25, hard reset, thresholds "
             "0.6 / 1.6 / 2.6 with unit spikes): its rates do not follow the normalized ANN's activations, so the "
-            "converted SNN barely fires (DRIVE: 0.1 % firing, F1 0). Convert to 'multi_threshold' or 'if', or train "
+            "converted SNN barely fires (DRIVE: 0.1 % firing, F1 0). Convert to 'multi_level_rate' (the same unit with "
+            "leak 1, soft reset and thresholds whose rates sum to the input), 'multi_threshold' or 'if', or train "
             "multi-level Spiking-UNets directly (the bundles' train_unet_ml stage).",
             UserWarning,
             stacklevel=2,

@@ -10,6 +10,15 @@ one unit apart the windows of the compartments tile ``[theta_0 - 0.5, theta_{K-1
 the first threshold still get gradients; that is the point of the unit ("gradient vanishing" of a single LIF).
 ``reset="soft"`` (subtract the threshold) is offered for conversion-style use.
 
+For conversion (the "FT" columns of the Spiking-UNet paper's Tables 2 and 3) the paper's unit does not work as is:
+with leak 0.25 and hard reset a compartment's membrane stays below ``x / (1 - 0.25)``, so it never fires for a
+normalized input under 0.45 (DRIVE: 0.1 % firing, F1 0). :func:`rate_matched_multi_level` (registered as
+``"multi_level_rate"``) keeps the unit's shape, ``K`` compartments on one input with thresholds in the ratio
+``0.6 : 1.6 : 2.6``, and makes it a rate code: leak 1, soft reset, and all thresholds scaled by ``sum_k 1 / (0.6 +
+k)`` so that the compartments' rates, ``x / theta_k`` each, sum to ``x``, the normalized ANN activation (thresholds
+1.61, 4.28, 6.96 for ``K = 3``). Each compartment rounds its own count, so at short ``T`` its error is up to ``K``
+times an IF neuron's.
+
 Not implemented: the paper's DS-ResNet blocks (the unit is a drop-in neuron here, used in the U-Net) and its
 per-dataset hyper-parameters.
 """
@@ -21,7 +30,7 @@ import torch
 from monai_snn.neurons.neuron import SpikingNeuron
 from monai_snn.neurons.surrogate import Surrogate
 
-__all__ = ["MultiLevelNeuron"]
+__all__ = ["MultiLevelNeuron", "rate_matched_multi_level"]
 
 
 class MultiLevelNeuron(SpikingNeuron):
@@ -127,3 +136,54 @@ class MultiLevelNeuron(SpikingNeuron):
     def extra_repr(self) -> str:
         levels = ", ".join(f"{t:g}" for t in self.levels[::-1])
         return f"thresholds=({levels}), leak={self.leak}, reset={'hard' if self.hard_reset else 'soft'}"
+
+
+def rate_matched_multi_level(
+    num_levels: int = 3, first_threshold: float = 0.6, level_spacing: float = 1.0, **kwargs
+) -> MultiLevelNeuron:
+    """The multi-level unit in a form that converts: leak 1, soft reset, thresholds whose rates sum to the input.
+
+    The compartments keep the relative thresholds ``first_threshold + k * level_spacing`` of Feng et al. (0.6, 1.6,
+    2.6), all multiplied by ``s = sum_k 1 / (first_threshold + k * level_spacing)``: an input ``x`` charges each
+    compartment by ``x`` per step, compartment ``k`` fires at rate ``x / theta_k`` (soft reset, no leak) and the
+    unit's output, the number of compartments that fired, has mean ``x * sum_k 1 / theta_k = x`` until the first
+    compartment saturates at ``x = theta_0 > 1``: an integrate-and-fire neuron's rate, as layer-wise or
+    connection-wise normalization expects. Registered as ``"multi_level_rate"`` in
+    :data:`~monai_snn.neurons.NEURONS`.
+
+    Args:
+        num_levels: compartments ``K`` (3 in the paper).
+        first_threshold: the paper's first threshold before scaling (0.6).
+        level_spacing: the paper's threshold step before scaling (1.0).
+        kwargs: ``initial_potential`` (every compartment starts at this fraction of the first, scaled threshold),
+            ``surrogate``, ``detach_reset``, ``count_spikes``, ``record_flow`` (see :class:`MultiLevelNeuron`);
+            ``thresholds`` and ``leak`` given by conversion are ignored / must be 1.
+
+    Raises:
+        ValueError: ``first_threshold`` or ``level_spacing`` not positive, ``leak`` other than 1, or a
+            :class:`MultiLevelNeuron` parameter out of range (named).
+
+    Example::
+
+        ml = rate_matched_multi_level()                           # thresholds 1.61, 4.28, 6.96
+        snn = convert_to_snn(ann, calibration, neuron="multi_level_rate", num_steps=10)
+    """
+    if not (first_threshold > 0 and level_spacing > 0):
+        raise ValueError(
+            f"rate_matched_multi_level: first_threshold and level_spacing must be positive, got "
+            f"{first_threshold!r} / {level_spacing!r}."
+        )
+    if kwargs.pop("leak", 1.0) != 1.0:
+        raise ValueError("rate_matched_multi_level: the rate-matched unit has no leak (leak=1.0).")
+    if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
+        raise ValueError(f"MultiLevelNeuron: num_levels must be a positive integer, got {num_levels!r}.")
+    scale = sum(1.0 / (first_threshold + k * level_spacing) for k in range(num_levels))
+    kwargs.pop("thresholds", None)
+    return MultiLevelNeuron(
+        num_levels=num_levels,
+        v_threshold=first_threshold * scale,
+        level_spacing=level_spacing * scale,
+        leak=1.0,
+        reset="soft",
+        **kwargs,
+    )

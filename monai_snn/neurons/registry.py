@@ -5,7 +5,7 @@ Each registry is a public ``dict`` from a name to a factory (a class or a functi
 names), prefixed by what was looked up. The registries:
 
 * :data:`monai_snn.neurons.NEURONS` (``"if"``, ``"multi_threshold"``, ``"lif"``, ``"multi_level"``,
-  ``"real_spike"``), built by :func:`~monai_snn.neurons.make_neuron`;
+  ``"multi_level_rate"``, ``"real_spike"``), built by :func:`~monai_snn.neurons.make_neuron`;
 * :data:`monai_snn.neurons.SURROGATES` (``"triangle"``, ``"relative_triangle"``, ``"sigmoid"``, ``"rectangle"``),
   built by :func:`~monai_snn.neurons.make_surrogate`;
 * :data:`monai_snn.encoding.ENCODERS` (``"static"``, ``"poisson_binary"``, ``"poisson_ternary"``), built by

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 from torch import nn
 
-from monai_snn.neurons.multi_level import MultiLevelNeuron
+from monai_snn.neurons.multi_level import MultiLevelNeuron, rate_matched_multi_level
 from monai_snn.neurons.neuron import IFNeuron, LIFNeuron, MultiThresholdNeuron, SpikingNeuron
 from monai_snn.neurons.real_spike import RealSpikeNeuron
 from monai_snn.neurons.registry import look_up
@@ -28,6 +28,7 @@ NEURONS: dict[str, Callable[..., SpikingNeuron]] = {
     "multi_threshold": MultiThresholdNeuron,
     "lif": LIFNeuron,
     "multi_level": MultiLevelNeuron,
+    "multi_level_rate": rate_matched_multi_level,
     "real_spike": RealSpikeNeuron,
 }
 NEURON_TYPES = NEURONS  # former name, same dict
@@ -54,7 +55,7 @@ def spiking_neurons(network: nn.Module) -> Iterator[tuple[str, SpikingNeuron]]:
 
 def make_neuron(name: str, **kwargs) -> SpikingNeuron:
     """Build a neuron layer by its :data:`NEURONS` name (``"if"``, ``"multi_threshold"``, ``"lif"``,
-    ``"multi_level"``, ``"real_spike"``) or any registered one.
+    ``"multi_level"``, ``"multi_level_rate"``, ``"real_spike"``) or any registered one.
 
     Args:
         name: neuron type.
