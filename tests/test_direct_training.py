@@ -131,6 +131,13 @@ def test_rate_matched_multi_level_fires_at_the_input_rate():
         ml.reset()
         rate = sum(ml(x) for _ in range(steps)) / steps
         assert (rate - x).abs().max() <= 3 / steps + 1e-6  # each of the 3 compartments floors its own count
+    ml = make_neuron("multi_level_rate", initial_potential=0.5)  # each compartment starts at half its threshold
+    ml(torch.zeros(1))
+    assert ml.v.flatten().tolist() == pytest.approx((0.5 * theta).tolist())
+    x = torch.rand(10000, generator=torch.Generator().manual_seed(0))
+    ml.reset()
+    rate = sum(ml(x) for _ in range(10)) / 10
+    assert (rate - x).abs().mean() < 0.045  # rounding per compartment (0.037; 0.064 from half the first threshold)
     with pytest.raises(ValueError, match="leak=1.0"):
         make_neuron("multi_level_rate", leak=0.5)
     with pytest.raises(ValueError, match="first_threshold and level_spacing must be positive"):

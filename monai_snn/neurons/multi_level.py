@@ -16,8 +16,10 @@ normalized input under 0.45 (DRIVE: 0.1 % firing, F1 0). :func:`rate_matched_mul
 ``"multi_level_rate"``) keeps the unit's shape, ``K`` compartments on one input with thresholds in the ratio
 ``0.6 : 1.6 : 2.6``, and makes it a rate code: leak 1, soft reset, and all thresholds scaled by ``sum_k 1 / (0.6 +
 k)`` so that the compartments' rates, ``x / theta_k`` each, sum to ``x``, the normalized ANN activation (thresholds
-1.61, 4.28, 6.96 for ``K = 3``). Each compartment rounds its own count, so at short ``T`` its error is up to ``K``
-times an IF neuron's.
+1.61, 4.28, 6.96 for ``K = 3``). Each compartment quantizes its own count, so at short ``T`` the unit's rate is
+coarser than an IF neuron's: with uniform inputs in [0, 1] and membranes starting at half of each threshold, the
+mean absolute rate error at T = 10 is 0.037 against IF's 0.025 (0.064 if all compartments start at half of the
+first threshold).
 
 Not implemented: the paper's DS-ResNet blocks (the unit is a drop-in neuron here, used in the U-Net) and its
 per-dataset hyper-parameters.
@@ -47,8 +49,9 @@ class MultiLevelNeuron(SpikingNeuron):
         leak: membrane decay per step, in ``(0, 1]`` (0.25 in the paper's code).
         reset: ``"hard"`` (membrane to 0 after a spike, as in the paper) or ``"soft"`` (subtract the threshold).
         surrogate: surrogate gradient, ``"rectangle"`` (width 1) by default.
-        kwargs: ``initial_potential`` (every compartment starts at this fraction of the first threshold; 0 in the
-            paper), ``detach_reset``, ``count_spikes``, ``record_flow`` (see :class:`SpikingNeuron`).
+        kwargs: ``initial_potential`` (every compartment starts at this fraction of its own threshold, so that with
+            0.5 each one rounds its count instead of flooring it; 0 in the paper), ``detach_reset``,
+            ``count_spikes``, ``record_flow`` (see :class:`SpikingNeuron`).
 
     Raises:
         ValueError: ``num_levels`` is not a positive integer, ``level_spacing`` is not positive, ``reset`` is not
@@ -100,8 +103,10 @@ class MultiLevelNeuron(SpikingNeuron):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One time step of all compartments; returns the number of compartments that fired."""
         k = self.num_levels
-        if self.v is None:
-            self.v = x.new_full((k, *x.shape), self.initial_value)
+        levels = self.levels[::-1]  # ascending: compartment k has threshold v_threshold + k * spacing
+        theta = torch.tensor(levels, dtype=x.dtype, device=x.device).view(k, *([1] * x.ndim))
+        if self.v is None:  # each compartment starts at initial_potential x its own threshold
+            self.v = (theta * self.initial_potential).expand(k, *x.shape).clone()
             self.spike_count = torch.zeros_like(x[:1]) if self.count_spikes else None
             self._num_neurons = x.numel()
         elif self.v.shape[1:] != x.shape:
@@ -115,8 +120,6 @@ class MultiLevelNeuron(SpikingNeuron):
             keep = 1.0 - (self.spikes.detach() if self.detach_reset else self.spikes)
             v = v * keep
         u = v + x.unsqueeze(0)
-        levels = self.levels[::-1]  # ascending: compartment k has threshold v_threshold + k * spacing
-        theta = torch.tensor(levels, dtype=u.dtype, device=u.device).view(k, *([1] * x.ndim))
         if grad:
             spikes = torch.stack([self.surrogate.spike(u[i], levels[i]) for i in range(k)])
         else:
@@ -155,7 +158,7 @@ def rate_matched_multi_level(
         num_levels: compartments ``K`` (3 in the paper).
         first_threshold: the paper's first threshold before scaling (0.6).
         level_spacing: the paper's threshold step before scaling (1.0).
-        kwargs: ``initial_potential`` (every compartment starts at this fraction of the first, scaled threshold),
+        kwargs: ``initial_potential`` (every compartment starts at this fraction of its own scaled threshold),
             ``surrogate``, ``detach_reset``, ``count_spikes``, ``record_flow`` (see :class:`MultiLevelNeuron`);
             ``thresholds`` and ``leak`` given by conversion are ignored / must be 1.
 
