@@ -52,6 +52,17 @@ def run_bundle(bundle: Path, configs: list[str], *args: str, check: bool = True,
     return proc
 
 
+def assert_inference_rejects(bundle: Path, src: Path, out: Path, expected: list[str], **overrides) -> None:
+    """Bundle inference of the ANN on the bad input ``src`` fails, its error names every text of ``expected`` and
+    nothing is written to ``out`` (``overrides``: e.g. ``models_dir``, task options)."""
+    proc = run_bundle(bundle, ["common", "inference"], check=False, input_dir=src, output_dir=out, network="ann",
+                      **overrides)  # fmt: skip
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists()
+
+
 def run_ddp(bundle: Path, configs: list[str], port: int, timeout: int = 300, **overrides):
     """The same through ``torch.distributed.run`` with two CPU processes (gloo)."""
     cfg = bundle / "configs"

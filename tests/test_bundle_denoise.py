@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.bundle_cli import run_bundle, run_ddp, stage_environment
+from tests.bundle_cli import assert_inference_rejects, run_bundle, run_ddp, stage_environment
 from tests.conftest import DATA, REPO, require_data
 
 BUNDLE = REPO / "bundles" / "denoise_snn"
@@ -200,12 +200,7 @@ def test_inference_bad_input_names_the_file(tiny_root, tmp_path, case):
         expected = ["x.png is not a readable image file"]
     else:
         expected = ["no .png / .npy file found in", str(src)]
-    proc = run_bundle(BUNDLE, ["common", "inference"], check=False, input_dir=src, output_dir=tmp_path / "out",
-                      network="ann", models_dir=tmp_path, color=color)  # fmt: skip
-    assert proc.returncode != 0
-    for text in expected:
-        assert text in proc.stderr, proc.stderr[-2000:]
-    assert not (tmp_path / "out").exists()
+    assert_inference_rejects(BUNDLE, src, tmp_path / "out", expected, models_dir=tmp_path, color=color)
 
 
 def test_noise_level_outside_range_names_the_option(tiny_root, tmp_path):

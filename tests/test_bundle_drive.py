@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.bundle_cli import run_bundle, run_ddp, stage_environment
+from tests.bundle_cli import assert_inference_rejects, run_bundle, run_ddp, stage_environment
 from tests.conftest import DATA, REPO, require_data
 
 BUNDLE = REPO / "bundles" / "drive_snn"
@@ -237,12 +237,7 @@ def test_inference_bad_input_names_the_file(tiny_drive, tmp_path, case):
         expected = ["broken.tif", "not a readable image"]
     else:
         expected = ["no ", str(src)]
-    proc = _bundle(["common", "inference"], check=False, input_dir=src, output_dir=tmp_path / "out",
-                   network="ann", models_dir=tmp_path)  # fmt: skip
-    assert proc.returncode != 0
-    for text in expected:
-        assert text in proc.stderr, proc.stderr[-2000:]
-    assert not (tmp_path / "out").exists()
+    assert_inference_rejects(BUNDLE, src, tmp_path / "out", expected, models_dir=tmp_path)
 
 
 def test_ddp_two_processes_gloo(tiny_drive, tmp_path):

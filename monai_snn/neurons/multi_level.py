@@ -35,6 +35,11 @@ from monai_snn.neurons.surrogate import Surrogate
 __all__ = ["MultiLevelNeuron", "rate_matched_multi_level"]
 
 
+def _check_num_levels(num_levels: int) -> None:
+    if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
+        raise ValueError(f"MultiLevelNeuron: num_levels must be a positive integer, got {num_levels!r}.")
+
+
 class MultiLevelNeuron(SpikingNeuron):
     """Multi-level firing unit: ``num_levels`` LIF compartments with thresholds ``v_threshold + k * level_spacing``.
 
@@ -73,8 +78,7 @@ class MultiLevelNeuron(SpikingNeuron):
         surrogate: str | Surrogate = "rectangle",
         **kwargs,
     ) -> None:
-        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
-            raise ValueError(f"MultiLevelNeuron: num_levels must be a positive integer, got {num_levels!r}.")
+        _check_num_levels(num_levels)
         if not level_spacing > 0:
             raise ValueError(f"MultiLevelNeuron: level_spacing must be positive, got {level_spacing!r}.")
         if reset not in ("hard", "soft"):
@@ -178,8 +182,7 @@ def rate_matched_multi_level(
         )
     if kwargs.pop("leak", 1.0) != 1.0:
         raise ValueError("rate_matched_multi_level: the rate-matched unit has no leak (leak=1.0).")
-    if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
-        raise ValueError(f"MultiLevelNeuron: num_levels must be a positive integer, got {num_levels!r}.")
+    _check_num_levels(num_levels)  # before the thresholds are computed from it
     scale = sum(1.0 / (first_threshold + k * level_spacing) for k in range(num_levels))
     kwargs.pop("thresholds", None)
     return MultiLevelNeuron(
