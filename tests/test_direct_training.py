@@ -12,7 +12,7 @@ from torch import nn
 from monai_snn.conversion import convert_to_snn
 from monai_snn.energy import estimate_energy
 from monai_snn.engines import SpikingTrainer, spiking_from_scratch
-from monai_snn.networks import FCN, ConvertibleUNet, DeepLab, SpikingDeepLab, SpikingFCN
+from monai_snn.networks import FCN, ConvertibleUNet, DeepLab, SpikingDeepLab, SpikingFCN, spiking_unet
 from monai_snn.neurons import (
     NEURONS,
     BatchNormThroughTime,
@@ -117,6 +117,34 @@ def test_direct_training_networks_build_without_conversion_warnings(neuron):
     assert snn(torch.rand(1, 1, 16, 16)).shape == (1, 2, 16, 16)
     with pytest.warns(UserWarning, match="keeps its direct-training dynamics"):
         convert_to_snn(ConvertibleUNet(2, 1, 2, (4, 8, 8)), None, normalization="none", neuron="multi_level")
+
+
+@pytest.mark.parametrize("neuron", ["multi_threshold", "multi_level"])
+def test_spiking_unet_he_init_keeps_deep_layers_firing_and_learning(neuron):
+    """PyTorch's default init silences the deep layers of a from-scratch spiking U-Net; He-normal weights do not."""
+    surrogate = "rectangle" if neuron == "multi_level" else "triangle"
+    x = torch.rand(2, 1, 48, 48)
+    rates, grads = {}, {}
+    for init in ("kaiming", None):
+        torch.manual_seed(0)
+        snn = spiking_unet(1, 1, num_steps=4, channels=(16, 32, 64, 128), neuron=neuron, surrogate=surrogate,
+                           weight_init=init)  # fmt: skip
+        snn.count_spikes = True
+        snn(x).std().backward()
+        rates[init] = snn.firing_rates()
+        grads[init] = [p.grad.norm().item() for n, p in snn.named_parameters() if "encoder.3" in n and p.dim() > 1]
+    deepest = min(rates["kaiming"].values())
+    assert deepest > 0.03, rates["kaiming"]  # every layer fires (the least active 0.07-0.49 over six seeds)
+    assert min(rates[None].values()) < 0.2 * deepest  # the default init: the deep layers (nearly) silent
+    assert min(grads["kaiming"]) > 1e-3 and max(grads[None]) < 1e-2 * min(grads["kaiming"])
+    snn = spiking_unet(1, 1, num_steps=2, channels=(4, 8))
+    assert snn.settings["kwargs"]["weight_init"] == "kaiming"
+    ann = ConvertibleUNet(2, 1, 1, (4, 8))
+    before = [p.clone() for p in ann.parameters()]
+    kept = spiking_from_scratch(ann, num_steps=2)  # weight_init=None keeps the given weights
+    assert all(torch.equal(a, b) for a, b in zip(before, kept.parameters()))
+    with pytest.raises(ValueError, match="weight_init='xavier'.*kaiming"):
+        spiking_unet(1, 1, num_steps=2, channels=(4, 8), weight_init="xavier")
 
 
 def test_rate_matched_multi_level_fires_at_the_input_rate():

@@ -5,13 +5,27 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+from monai.utils import look_up_option
 from torch import nn
 
 from monai_snn.conversion.convert import convert_to_snn
 from monai_snn.encoding.encoders import Encoder
 from monai_snn.networks.simulator import SpikingSimulator
 
-__all__ = ["spiking_from_scratch"]
+__all__ = ["WEIGHT_INITS", "spiking_from_scratch"]
+
+WEIGHT_INITS = ("kaiming",)
+"""Weight initializations of :func:`spiking_from_scratch` (``weight_init``); ``None`` keeps the ANN's weights."""
+
+
+def _kaiming_init(ann: nn.Module) -> None:
+    """He-normal weights (fan-in, ReLU gain) and zero biases for every convolution and linear layer of ``ann``."""
+    for module in ann.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                               nn.ConvTranspose3d, nn.Linear)):  # fmt: skip
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def spiking_from_scratch(
@@ -24,6 +38,7 @@ def spiking_from_scratch(
     initial_potential: float = 0.0,
     chunk_size: int | None = None,
     leak: float = 1.0,
+    weight_init: str | None = None,
 ) -> SpikingSimulator:
     """An untrained spiking copy of ``ann`` for direct training with surrogate gradients (BPTT).
 
@@ -45,6 +60,15 @@ def spiking_from_scratch(
         initial_potential: fraction of the smallest threshold the membranes start from (0.0 as in the papers).
         chunk_size: see :class:`~monai_snn.networks.SpikingSimulator`.
         leak: membrane decay per step of leaky neurons (``"lif"``, ``"real_spike"``), in (0, 1].
+        weight_init: ``None`` keeps ``ann``'s weights; ``"kaiming"`` re-initializes them in place first (He-normal,
+            fan-in, ReLU gain; zero biases). PyTorch's default initialization shrinks the activity of every layer
+            by a constant factor, which a spiking network cannot afford: in a 17-layer spiking U-Net the firing
+            rate falls from 0.3 in the first layer to below 0.01 at the bottleneck (multi-level neurons fall silent
+            altogether) and the surrogate gradients of the deep layers vanish (1e-8 against 1e-2 at the ends); with
+            He-normal weights every layer fires and every layer gets a gradient.
+
+    Raises:
+        ValueError: an unknown ``weight_init`` (the valid ones named).
 
     Returns:
         ``convert_to_snn(ann, None, normalization="none", ...)``: a :class:`~monai_snn.networks.SpikingSimulator`.
@@ -55,6 +79,12 @@ def spiking_from_scratch(
         trainer = SpikingTrainer("cpu", 100, loader, snn, torch.optim.Adam(snn.parameters(), 1e-3),
                                  monai.losses.DiceCELoss(sigmoid=True), method="bptt")
     """
+    if weight_init is not None:
+        try:
+            look_up_option(weight_init, WEIGHT_INITS)
+        except ValueError as err:
+            raise ValueError(f"weight_init={weight_init!r}: {err} (or None to keep the ANN's weights).") from None
+        _kaiming_init(ann)
     # convert_to_snn warns that leaky and multi-level neurons make a conversion approximate; nothing is converted here
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*conversion is approximate")

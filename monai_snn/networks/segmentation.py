@@ -38,11 +38,11 @@ from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
 from monai_snn.encoding.encoders import Encoder
+from monai_snn.networks.convertible_unet import check_unet_input
+from monai_snn.networks.simulator import SpikingSimulator
 from monai_snn.neurons.neuron import LIFNeuron
 from monai_snn.neurons.surrogate import Surrogate, make_surrogate
 from monai_snn.neurons.temporal import BatchNormThroughTime, TimeStepped
-from monai_snn.networks.convertible_unet import check_unet_input
-from monai_snn.networks.simulator import SpikingSimulator
 
 __all__ = ["DeepLab", "FCN", "SpikingDeepLab", "SpikingFCN", "spiking_unet", "NETWORKS", "make_network"]
 
@@ -317,6 +317,7 @@ def spiking_unet(
     thresholds: Sequence[float] = (2.0, 1.0, 0.5, 0.25),
     initial_potential: float = 0.0,
     leak: float = 1.0,
+    weight_init: str | None = "kaiming",
 ) -> SpikingSimulator:
     """A Spiking-UNet for direct training (the "DT" columns of the Spiking-UNet paper's Tables 2 and 3).
 
@@ -339,9 +340,12 @@ def spiking_unet(
         thresholds: levels of the multi-threshold neuron.
         initial_potential: initial membrane potential (fraction of the smallest threshold).
         leak: leak of leaky neurons (``"lif"``, ``"real_spike"``).
+        weight_init: initial weights (:func:`~monai_snn.engines.spiking_from_scratch`): ``"kaiming"`` (He-normal,
+            the default: every layer of the deep spiking U-Net fires at the start) or ``None`` (PyTorch's default,
+            under which the deep layers of a from-scratch spiking U-Net barely fire and get no gradient).
 
     Raises:
-        ValueError: unknown neuron / surrogate / encoding names, bad sizes (named).
+        ValueError: unknown neuron / surrogate / encoding / weight_init names, bad sizes (named).
 
     Example::
 
@@ -353,7 +357,7 @@ def spiking_unet(
     ann = ConvertibleUNet(spatial_dims, in_channels, out_channels, tuple(channels), bias=bias, dropout=dropout)
     snn = spiking_from_scratch(
         ann, num_steps, neuron=neuron, encoding=encoding, surrogate=surrogate, thresholds=tuple(thresholds),
-        initial_potential=initial_potential, leak=leak,
+        initial_potential=initial_potential, leak=leak, weight_init=weight_init,
     )  # fmt: skip
     snn.settings = {
         "architecture": "spiking_unet",
@@ -361,7 +365,7 @@ def spiking_unet(
             "in_channels": in_channels, "out_channels": out_channels, "num_steps": num_steps,
             "spatial_dims": spatial_dims, "channels": list(channels), "bias": bias, "dropout": dropout,
             "neuron": neuron, "surrogate": surrogate, "encoding": encoding, "thresholds": list(thresholds),
-            "initial_potential": initial_potential, "leak": leak,
+            "initial_potential": initial_potential, "leak": leak, "weight_init": weight_init,
         },
     }  # fmt: skip
     return snn
