@@ -110,6 +110,11 @@ def test_training_cost_comparison(pipeline, tmp_path):
     ml = next(r for r in res["neurons"] if r["neuron"] == "ML")
     assert ml["ft"] == 0.5 and ml["ft_T"] == 20
     assert "| ML |" in (tmp_path / "cmp2" / "training_cost.md").read_text()
+    # no "MT + FT" variant: the MT row's FT is this fold's own fine-tuned model (the pipeline is MT + FT)
+    mt = next(r for r in res["neurons"] if r["neuron"] == "MT")
+    ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
+    assert mt["ft"] == ev["finetuned"]["miou"] and mt["ft_source"] == "this fold's finetune stage"
+    assert next(r for r in res["neurons"] if r["neuron"] == "ML rate")["ft"] is None
     # a validation tag the stages never logged (hippocampus validates on 2D Dice, tests on 3D): the error names both
     with pytest.raises(SystemExit, match="logged no validation metric 'dice_3d'.*'miou'.*--val_metric"):
         main(["--fold_dir", str(pipeline), "--output_dir", str(tmp_path / "cmp3"), "--val_metric", "dice_3d"])

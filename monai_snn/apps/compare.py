@@ -167,35 +167,49 @@ def _cumulative(curve: dict[str, Any], it0: int, s0: float) -> tuple[list[float]
     return [it0 + per_epoch * e for e in curve["epochs"]], [s0 + t for t in curve["elapsed_s"]]
 
 
-NEURON_ROWS = {"ML": ("unet_ml", "ML + FT"), "RS": ("unet_rs", "RS + FT"), "MT": ("unet_mt", "MT + FT")}
-"""Spiking-UNet paper, Tables 2 / 3: neuron -> (DT stage name, FT variant of ``configs/ablations/neurons.json``)."""
+NEURON_ROWS = {
+    "ML": ("unet_ml", "ML + FT", "multi_level"),
+    "ML rate": (None, "ML rate + FT", "multi_level_rate"),
+    "RS": ("unet_rs", "RS + FT", "real_spike"),
+    "MT": ("unet_mt", "MT + FT", "multi_threshold"),
+}
+"""Spiking-UNet paper, Tables 2 / 3: row -> (DT stage name or ``None``, FT variant of
+``configs/ablations/neurons.json``, neuron name). "ML rate" is Feng et al.'s unit as a rate code for conversion
+(``multi_level_rate``); it has no directly trained counterpart."""
 
 
 def neuron_rows(fold_dir: str | Path, variants_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """The Spiking-UNet paper's Table 2 / 3 rows: each neuron directly trained (``DT``, the fold's ``unet_<n>``
     models in ``evaluate/metrics.json``) and converted + fine-tuned (``FT``, the fine-tuned model of the variant
-    ``<n> + FT`` of ``apps.variants`` with the bundle's ``configs/ablations/neurons.json``, fold of the same number).
+    ``<n> + FT`` of ``apps.variants`` with the bundle's ``configs/ablations/neurons.json``, fold of the same number;
+    without that variant, the fold's own fine-tuned model when its settings file names that neuron: the bundles'
+    default pipeline is MT + FT).
 
     Returns:
-        ``[{"neuron", "dt", "dt_T", "dt_energy", "ft", "ft_T", "ft_energy"}, ...]`` (``None`` where not run).
+        ``[{"neuron", "dt", "dt_T", "dt_energy", "ft", "ft_T", "ft_energy", "ft_source"}, ...]`` (``None`` where
+        not run).
     """
     from monai_snn.apps.variants import _slug
 
     fold = Path(fold_dir)
     ev = read_result(fold / "evaluate" / "metrics.json")
     metric = next(v["key_metric"] for v in ev.values() if isinstance(v, dict) and "key_metric" in v)
+    settings = fold / "finetune" / "snn_finetuned.json"
+    own_neuron = read_result(settings).get("neuron") if settings.is_file() else None
     rows = []
-    for neuron, (dt_name, ft_name) in NEURON_ROWS.items():
-        dt = ev.get(dt_name) or {}
+    for row, (dt_name, ft_name, neuron) in NEURON_ROWS.items():
+        dt = (ev.get(dt_name) or {}) if dt_name else {}
         ft: dict[str, Any] = {}
-        if variants_dir is not None:
-            path = Path(variants_dir) / _slug(ft_name) / fold.name / "evaluate" / "metrics.json"
-            if path.is_file():
-                ft = read_result(path).get("finetuned") or {}
-        rows.append({"neuron": neuron, "metric": metric,
+        source = None
+        path = Path(variants_dir) / _slug(ft_name) / fold.name / "evaluate" / "metrics.json" if variants_dir else None
+        if path is not None and path.is_file():
+            ft, source = read_result(path).get("finetuned") or {}, str(path.parent.parent.parent.name)
+        elif own_neuron == neuron and isinstance(ev.get("finetuned"), dict):
+            ft, source = ev["finetuned"], "this fold's finetune stage"
+        rows.append({"neuron": row, "metric": metric,
                      "dt": dt.get(metric), "dt_T": dt.get("num_steps"), "dt_energy": dt.get("energy_snn_over_ann"),
                      "ft": ft.get(metric), "ft_T": ft.get("num_steps"),
-                     "ft_energy": ft.get("energy_snn_over_ann")})  # fmt: skip
+                     "ft_energy": ft.get("energy_snn_over_ann"), "ft_source": source})  # fmt: skip
     return rows
 
 
@@ -297,15 +311,16 @@ def write_comparison(
             "",
             "The Spiking-UNet paper's Tables 2 / 3 rows: DT = the optional `train_unet_<neuron>` stages, FT = the",
             "variants of `configs/ablations/neurons.json` run with `apps.variants`"
-            + (f" (`{Path(variants_dir)}`)." if variants_dir else "."),
+            + (f" (`{Path(variants_dir)}`)" if variants_dir else "")
+            + "; without a variant, the fold's own fine-tuned model stands for its neuron (`FT from`).",
             "",
-            f"| neuron | DT {metric} | DT T | DT energy vs ANN | FT {metric} | FT T | FT energy vs ANN |",
-            "|---|---|---|---|---|---|---|",
+            f"| neuron | DT {metric} | DT T | DT energy vs ANN | FT {metric} | FT T | FT energy vs ANN | FT from |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['neuron']} | {_fmt(r['dt'])} | {_fmt(r['dt_T'])} | {_fmt(r['dt_energy'], 2)} | "
-                f"{_fmt(r['ft'])} | {_fmt(r['ft_T'])} | {_fmt(r['ft_energy'], 2)} |"
+                f"{_fmt(r['ft'])} | {_fmt(r['ft_T'])} | {_fmt(r['ft_energy'], 2)} | {r['ft_source'] or '-'} |"
             )
     if "robustness" in res:
         lines += robustness_table(res["robustness"])
