@@ -286,3 +286,22 @@ def test_make_network_builds_every_registered_network():
     assert rs.settings["kwargs"]["neuron"] == "real_spike"  # what a settings file stores to rebuild it
     with pytest.raises(ValueError, match="network.*spiking_fcn"):
         make_network("spiking_fnc", in_channels=3, out_channels=4)
+
+
+def test_direct_init_benchmark_on_real_drive_patches():
+    """benchmarks/direct_init.py on one real DRIVE patch, T = 2: it cannot rot, and its claim holds."""
+    import sys
+
+    from tests.conftest import DATA, REPO, require_data
+
+    require_data(DATA / "DRIVE")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from direct_init import main
+    finally:
+        sys.path.pop(0)
+    rows = {(r["neuron"], r["init"]): r for r in main(["--steps", "2", "--seeds", "1", "--patches", "1"])}
+    for neuron in ("multi_threshold", "multi_level"):
+        he, default = rows[(neuron, "kaiming")], rows[(neuron, "PyTorch default")]
+        assert he["least"] > 0.02 and default["least"] < 0.2 * he["least"], (he, default)
+        assert he["grad_deep"] > 100 * default["grad_deep"]
