@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from monai_snn.engines.direct import spiking_from_scratch
+from monai_snn.engines.direct import WEIGHT_INITS, spiking_from_scratch
 from monai_snn.engines.evaluator import SpikingEvaluator
 from monai_snn.engines.trainer import (
     SPIKING_TRAINING_METHODS,
@@ -16,6 +16,7 @@ from monai_snn.engines.trainer import (
 
 __all__ = [
     "SPIKING_TRAINING_METHODS",
+    "WEIGHT_INITS",
     "NonFiniteLossError",
     "SpikingEvaluator",
     "SpikingForwardInferer",
