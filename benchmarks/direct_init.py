@@ -16,15 +16,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import warnings
 from pathlib import Path
 
 import torch
 from monai.transforms import Compose
 
-from monai_snn.bundle import load_scripts
+from monai_snn.bundle import default_data_dir, load_scripts
 from monai_snn.networks import spiking_unet
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "drive_snn"
@@ -34,13 +32,13 @@ NEURONS = {"multi_threshold": "triangle", "multi_level": "rectangle", "real_spik
 def drive_patches(num: int, size: int = 48, seed: int = 0) -> torch.Tensor:
     """``num`` random ``size`` x ``size`` patches (inside the field of view) of DRIVE training images 21-24."""
     scripts = load_scripts(BUNDLE)
-    data = Path(os.environ.get("MONAI_SNN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "DRIVE"
-    items = scripts.drive.drive_datalist(data, "training")[:4]
+    items = scripts.drive.drive_datalist(default_data_dir() / "DRIVE", "training")[: min(num, 4)]
     prep = Compose(scripts.drive.load_transforms(("image",)) + scripts.drive.preprocess_transforms("image"))
+    images = [torch.as_tensor(prep({"image": item["image"]})["image"]).float() for item in items]
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(num):
-        img = torch.as_tensor(prep({"image": items[i % len(items)]["image"]})["image"]).float()
+        img = images[i % len(images)]
         h, w = img.shape[-2:]
         r = int(torch.randint(h // 4, 3 * h // 4 - size, (1,), generator=g))
         c = int(torch.randint(w // 4, 3 * w // 4 - size, (1,), generator=g))
@@ -50,18 +48,16 @@ def drive_patches(num: int, size: int = 48, seed: int = 0) -> torch.Tensor:
 
 def measure(x: torch.Tensor, neuron: str, init: str | None, steps: int, seed: int) -> dict[str, float]:
     torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        snn = spiking_unet(1, 1, num_steps=steps, channels=(16, 32, 64, 128), neuron=neuron,
-                           surrogate=NEURONS[neuron], weight_init=init)  # fmt: skip
+    snn = spiking_unet(1, 1, num_steps=steps, channels=(16, 32, 64, 128), neuron=neuron, surrogate=NEURONS[neuron],
+                       weight_init=init)  # fmt: skip
     snn.count_spikes = True
     snn(x).std().backward()
-    rates = list(snn.firing_rates().values())
+    rates = snn.firing_rates()
     grads = {n: p.grad.norm().item() for n, p in snn.named_parameters() if p.grad is not None and p.dim() > 1}
     deep = [v for n, v in grads.items() if ".encoder.3." in n]
     head = [v for n, v in grads.items() if ".head." in n]
-    return {"first": rates[0], "least": min(rates), "bottleneck": rates[7], "grad_deep": statistics.mean(deep),
-            "grad_head": statistics.mean(head)}  # fmt: skip
+    return {"first": rates["encoder.0.1"], "least": min(rates.values()), "bottleneck": rates["encoder.3.3"],
+            "grad_deep": statistics.mean(deep), "grad_head": statistics.mean(head)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

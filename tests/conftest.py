@@ -4,6 +4,7 @@ bundle's task module and a tiny folder of real CamSeq01 frames (for its two test
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -36,6 +37,15 @@ DATA = Path(os.environ.get("MONAI_SNN_DATA", REPO.parent / "shared" / "data"))
 HIPPO = DATA / "Task04_Hippocampus"
 CAMSEQ = DATA / "CamSeq01_SegNet480"
 CAMSEQ_BUNDLE = REPO / "bundles" / "camseq_snn"
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package), for the tests that keep them from
+    rotting."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def require_data(path: Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from PIL import Image
 
 from tests.bundle_cli import run_bundle, stage_environment
 from tests.conftest import CAMSEQ_BUNDLE as BUNDLE
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 
 TINY = {
     "channels": "[4,8,16,32]",
@@ -122,11 +121,7 @@ def test_training_cost_comparison(pipeline, tmp_path):
 
 def test_continue_ann_control_benchmark(pipeline, tiny_camseq):
     """benchmarks/continue_ann.py (the ANN under fine-tuning's optimizer restart) on the tiny run: it cannot rot."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from continue_ann import main
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    main = load_benchmark("continue_ann").main
     keys = ("channels", "num_val", "num_test", "image_repeats", "patches_per_image", "patch_size")
     best = pipeline / "train_ann" / "ckpt" / "best_model.pt"
     before = best.read_bytes()

@@ -290,16 +290,10 @@ def test_make_network_builds_every_registered_network():
 
 def test_direct_init_benchmark_on_real_drive_patches():
     """benchmarks/direct_init.py on one real DRIVE patch, T = 2: it cannot rot, and its claim holds."""
-    import sys
-
-    from tests.conftest import DATA, REPO, require_data
+    from tests.conftest import DATA, load_benchmark, require_data
 
     require_data(DATA / "DRIVE")
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from direct_init import main
-    finally:
-        sys.path.pop(0)
+    main = load_benchmark("direct_init").main
     rows = {(r["neuron"], r["init"]): r for r in main(["--steps", "2", "--seeds", "1", "--patches", "1"])}
     for neuron in ("multi_threshold", "multi_level"):
         he, default = rows[(neuron, "kaiming")], rows[(neuron, "PyTorch default")]

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
-from tests.conftest import HIPPO, REPO, require_data
+from tests.conftest import HIPPO, load_benchmark, require_data
 
 
 def test_peers_benchmark_runs_and_ranks_the_converters():
     require_data(HIPPO)
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import peers
-    finally:
-        sys.path.pop(0)
+    peers = load_benchmark("peers")
     lines = peers.main(["--num_volumes", "1", "--steps", "2", "--timing_steps", "2", "--repeats", "1",
                         "--threads", "1", "--batch", "8"])  # fmt: skip
     rows = {ln.split("|")[1].strip(): ln for ln in lines if ln.startswith("| ours") or ln.startswith("| spiking")}

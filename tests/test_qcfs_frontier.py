@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_benchmark
 
 RESULTS = REPO / "bundles" / "hippocampus_snn" / "docs" / "results"
 
 
 def _frontier():
-    spec = importlib.util.spec_from_file_location("qcfs_frontier", REPO / "benchmarks" / "qcfs_frontier.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("qcfs_frontier")
 
 
 def test_tables_from_the_kept_results(tmp_path):

@@ -198,12 +198,12 @@ def neuron_rows(fold_dir: str | Path, variants_dir: str | Path | None = None) ->
     own_neuron = read_result(settings).get("neuron") if settings.is_file() else None
     rows = []
     for row, (dt_name, ft_name, neuron) in NEURON_ROWS.items():
-        dt = (ev.get(dt_name) or {}) if dt_name else {}
+        dt = ev.get(dt_name) or {}
         ft: dict[str, Any] = {}
         source = None
-        path = Path(variants_dir) / _slug(ft_name) / fold.name / "evaluate" / "metrics.json" if variants_dir else None
-        if path is not None and path.is_file():
-            ft, source = read_result(path).get("finetuned") or {}, str(path.parent.parent.parent.name)
+        variant = Path(variants_dir or ".") / _slug(ft_name) / fold.name / "evaluate" / "metrics.json"
+        if variants_dir is not None and variant.is_file():
+            ft, source = read_result(variant).get("finetuned") or {}, _slug(ft_name)
         elif own_neuron == neuron and isinstance(ev.get("finetuned"), dict):
             ft, source = ev["finetuned"], "this fold's finetune stage"
         rows.append({"neuron": row, "metric": metric,
