@@ -176,6 +176,41 @@ def test_meta_tensor_input_runs_plain_and_keeps_its_metadata(trained_ann, hippo_
     assert isinstance(flow, MetaTensor) and flow.requires_grad and torch.allclose(flow.as_tensor(), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("neuron", ["if", "multi_threshold"])
+def test_compiled_simulation_equals_eager_bit_for_bit(trained_ann, hippo_slices, neuron):
+    """The compiled update (membrane and spike counts in place, the output written into the convolution output it
+    consumes, the readout accumulated in place) gives the eager simulation's readout and spike counts exactly, step by
+    step and with steps folded into the batch, and leaves the caller's input and the neurons' flags as they were."""
+    from monai_snn.neurons import set_fused_update
+    from monai_snn.neurons.fused import _STATE
+
+    x = hippo_slices[2][:4]
+    snn = convert_to_snn(trained_ann, [x], neuron=neuron, initial_potential=0.5, num_steps=6)
+    x_before = x.clone()
+    results = {}
+    try:
+        for mode in (False, True):
+            set_fused_update(mode)
+            for chunk in (1, 3):
+                snn.chunk_size = chunk
+                with torch.no_grad():
+                    out = snn(x)
+                counts = [n.spike_count.clone() for n in snn.neurons().values()]
+                results[mode, chunk] = (out, counts)
+        assert not _STATE["failed"]
+    finally:
+        set_fused_update(False)  # the suite runs eager (MONAI_SNN_FUSED=0 in conftest)
+    # every neuron but the first (whose input is the static first layer, reused each step) may overwrite its input
+    assert 0 < len(snn._disposable_inputs) < len(snn.neurons())
+    assert not any(n.input_disposable for n in snn.neurons().values())
+    assert torch.equal(x, x_before)
+    ref_out, ref_counts = results[False, 1]
+    assert ref_out.abs().sum() > 0 and sum(float(c.sum()) for c in ref_counts) > 0
+    for key, (out, counts) in results.items():
+        assert torch.equal(out, ref_out), key
+        assert all(torch.equal(a, b) for a, b in zip(counts, ref_counts)), key
+
+
 def test_ternary_encoding_end_to_end(trained_ann, hippo_slices):
     x = hippo_slices[2][:8]
     snn = convert_to_snn(trained_ann, [x], num_steps=8, encoding="poisson_ternary")

@@ -266,6 +266,8 @@ def test_bptt_without_spike_counting():
     [
         {"thresholds": (2.0, 1.0, 0.5, 0.25), "initial_potential": 0.5},  # the converted networks' neuron
         {"thresholds": (3.0, 1.5, 0.75), "signed": True, "leak": 0.9, "count_spikes": False},  # divide, leak, sign
+        {"v_threshold": 0.7},  # IF: one level, divide
+        {"signed": True},  # ternary IF
     ],
 )
 def test_compiled_update_equals_eager_bit_for_bit(kwargs):
@@ -280,13 +282,17 @@ def test_compiled_update_equals_eager_bit_for_bit(kwargs):
             set_fused_update(mode)
             n = SpikingNeuron(**kwargs)
             with torch.no_grad():
-                outs[mode] = ([n(x) for x in xs], n.v.clone(), None if n.spike_count is None else n.spike_count.clone())
+                ys = [n(x) for x in xs[:3]]
+                mid = None if n.spike_count is None else n.spike_count.clone()  # read mid-sample: counting goes on
+                ys += [n(x) for x in xs[3:]]
+                outs[mode] = (ys, n.v.clone(), None if n.spike_count is None else n.spike_count.clone(), mid)
         assert fused_update(torch.device("cpu")) is not None and not _STATE["failed"]  # the kernel did run
     finally:
         set_fused_update(False)  # the suite runs eager (MONAI_SNN_FUSED=0 in conftest)
-    (o0, v0, c0), (o1, v1, c1) = outs[False], outs[True]
+    (o0, v0, c0, m0), (o1, v1, c1, m1) = outs[False], outs[True]
     assert all(torch.equal(a, b) for a, b in zip(o0, o1))
     assert torch.equal(v0, v1)
-    assert (c0 is None and c1 is None) or torch.equal(c0, c1.to(c0.dtype))
+    assert (c0 is None and c1 is None) or (torch.equal(c0, c1.to(c0.dtype)) and torch.equal(m0, m1))
+    assert c0 is None or not torch.equal(c0, m0)  # the steps after the mid-sample read were counted too
     with pytest.raises(ValueError, match="fused update mode"):
         set_fused_update("fast")

@@ -19,3 +19,17 @@ def test_peers_benchmark_runs_and_ranks_the_converters():
     assert dice[mt] > dice["spikingjelly RateCoding 99.9 %"] + 0.2
     speed = [ln for ln in lines if ln.startswith("| 1 | 2 |")]
     assert len(speed) == 1 and all(float(c) > 0 for c in speed[0].strip("| \n").split("|")[2:])
+
+
+def test_neuron_update_benchmark_runs_on_real_slices():
+    """benchmarks/neuron_update.py at a tiny size: both tables, every neuron mode, positive times."""
+    require_data(HIPPO)
+    bench = load_benchmark("neuron_update")
+    lines = bench.main(["--batch", "2", "--steps", "2", "--repeats", "1"])
+    layer_rows = [ln for ln in lines if ln.startswith("| MT |") or ln.startswith("| IF |")]
+    modes = {tuple(c.strip() for c in ln.split("|")[1:4]) for ln in layer_rows}
+    assert {("MT", "off", "eager"), ("IF", "on", "eager")} <= modes
+    assert all(float(ln.split("|")[4]) > 0 for ln in layer_rows)
+    whole = [ln for ln in lines if ln.startswith("| 2 |")]
+    assert len(whole) == 4  # two networks x spike counting off / on
+    assert all(float(c.split("(")[0]) > 0 for ln in whole for c in ln.strip("| \n").split("|")[3:])

@@ -29,6 +29,11 @@ __all__ = ["SpikingSimulator"]
 
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+# layers whose output is always a new tensor (never a view or the input itself)
+_FRESH_OUTPUT = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+)  # fmt: skip
 
 
 class _Op:
@@ -87,6 +92,7 @@ class SpikingSimulator(nn.Module):
         self._input_sum: torch.Tensor | None = None
         self._dropout_masks: dict[str, torch.Tensor] = {}
         self._plan_key: tuple | None = None
+        self._disposable_inputs: list[SpikingNeuron] = []
 
     # ----------------------------------------------------------------- config
     @property
@@ -202,6 +208,18 @@ class SpikingSimulator(nn.Module):
         for name, i in flow_last.items():
             if name not in keep:
                 self._flow_free[i].append(name)
+        # neurons whose input is a fresh tensor that nothing else reads (the output of a convolution, pooling or
+        # linear layer with this neuron as its only user): their update may write its output into that tensor
+        fresh = _FRESH_OUTPUT
+        self._disposable_inputs = [
+            op.fn
+            for op in body
+            if op.is_neuron
+            and (src := op.node.args[0]).name in body_names
+            and src.op == "call_module"
+            and isinstance(modules[src.target], fresh)
+            and len(src.users) == 1
+        ]
         self._const, self._body, self._tail = const, body, tail
         self._boundary = boundary
         self._output_node = output_node
@@ -259,6 +277,15 @@ class SpikingSimulator(nn.Module):
     def _simulate(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         self._plan()
+        for n in self._disposable_inputs:
+            n.input_disposable = True
+        try:
+            return self._run(x)
+        finally:
+            for n in self._disposable_inputs:
+                n.input_disposable = False
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         self.reset()
         self._encoder.reset(x)
         self.last_input_shape = tuple(x.shape)
@@ -298,9 +325,12 @@ class SpikingSimulator(nn.Module):
                     env[op.name] = self._call(op, fold)
                 for name in op.free:
                     env.pop(name, None)
-            for name in self._boundary:
-                s = env[name].unflatten(0, (k, batch)).sum(0)
-                acc[name] = s if name not in acc else acc[name] + s
+            for name in self._boundary:  # in place: one pass per step
+                s = env[name] if k == 1 else env[name].unflatten(0, (k, batch)).sum(0)
+                if name not in acc:
+                    acc[name] = s.clone() if k == 1 else s
+                else:
+                    acc[name].add_(s)
         tenv = dict(inv)
         tenv.update({name: v / T for name, v in acc.items()})
         for op in self._tail:

@@ -3,11 +3,11 @@
 """The neuron update without gradients as one fused kernel (``torch.compile``), with eager PyTorch as the fallback.
 
 A step of a soft-reset neuron with halving levels is a chain of element-wise operations (integrate, scale, floor,
-clamp, scale back, subtract, popcount, sum over the batch). In eager PyTorch each is a pass over the layer's
-membrane; compiled by TorchInductor most of it is one pass. Measured on the 2-core CPU (one thread, a
-[26, 16, 56, 48] layer, loaded machine): a multi-threshold step with spike counting 3.1-3.7 ms compiled against
-6.1-7.2 ms eager; a one-threshold IF step is already a few in-place passes in eager (1.3-1.8 ms) and was not faster
-compiled, so only multi-level neurons use the kernel (``benchmarks/simulation.py`` has the whole-network ratios).
+clamp, scale back, subtract, popcount). In eager PyTorch each is a pass over the layer's membrane; compiled by
+TorchInductor it is one pass that updates the membrane (and the per-element spike counts) in place and writes the
+output: twice the memory traffic of a ReLU, the floor of an update that keeps a membrane. IF neurons (one level)
+and multi-threshold neurons use the same kernel (``benchmarks/neuron_update.py`` measures both against eager and
+a ReLU; ``benchmarks/simulation.py`` and ``benchmarks/peers.py`` the whole networks).
 
 The mode is ``"auto"`` by default: compiled on CPU when a C++ compiler is found (TorchInductor's CPU backend needs
 one), eager otherwise; environment variable ``MONAI_SNN_FUSED`` (``auto`` / ``1`` / ``0``) or
@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["set_fused_update", "fused_update", "quantized_update"]
+__all__ = ["set_fused_update", "fused_update", "quantized_update", "quantized_update_into", "MAX_LEVELS"]
 
 _STATE: dict[str, Any] = {"mode": None, "fn": None, "failed": False}
 
@@ -56,42 +56,77 @@ def set_fused_update(mode: bool | str | None) -> None:
     _STATE["failed"] = False
 
 
+MAX_LEVELS = 8  # the kernel's popcount covers up to this many halving levels; neurons with more update eagerly
+
+
+def _step(
+    v: torch.Tensor,
+    x: torch.Tensor,
+    leak: torch.Tensor,
+    lo: torch.Tensor,
+    qmax: torch.Tensor,
+    signed: bool,
+    counts: torch.Tensor | None,
+    num_levels: int,
+) -> torch.Tensor:
+    w = v * leak + x
+    a = w.abs() if signed else w
+    q = torch.floor(a / lo).clamp(torch.zeros_like(qmax), qmax)
+    mag = q
+    if signed:
+        q = q * torch.sign(w)
+    o = q * lo
+    v.copy_(w - o)
+    if counts is not None:  # per element: popcount of the fired levels; summed over the batch when read
+        spikes = mag
+        for k in range(1, num_levels):
+            spikes = spikes - torch.floor(mag * (0.5**k))
+        counts.copy_(counts + spikes)
+    return o
+
+
 def quantized_update(
     v: torch.Tensor,
     x: torch.Tensor,
-    leak: torch.Tensor | None,
-    scale: torch.Tensor,
+    out: torch.Tensor,
+    leak: torch.Tensor,
     lo: torch.Tensor,
-    qmax: float,
-    n: int,
+    qmax: torch.Tensor,
     signed: bool,
-    count: bool,
-    exact: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One soft-reset step with halving levels (``n`` levels, smallest ``lo``): output, new membrane, spikes per
-    element (``None`` unless ``count``). ``exact``: ``scale`` is ``1 / lo`` and a power of two (multiply),
-    otherwise ``scale`` is ``lo`` (divide), as the eager path does so that ``v == k * lo`` lands on level ``k``."""
-    if leak is not None:
-        v = v * leak
-    v = v + x
-    a = v.abs() if signed else v
-    q = torch.floor(a * scale if exact else a / scale)
-    q = q.clamp(0.0, qmax)
-    mag = q
-    if signed:
-        q = q * torch.sign(v)
-    out = q * lo
-    v = v - out
-    spikes = None
-    if count:  # per element; summed over the batch by the caller (a reduction inside the kernel measured slower)
-        spikes = mag
-        for k in range(1, n):
-            spikes = spikes - torch.floor(mag * (0.5**k))
-    return out, v, spikes
+    counts: torch.Tensor | None,
+    num_levels: int = MAX_LEVELS,
+) -> None:
+    """One soft-reset step with halving levels (smallest ``lo``, ``num_levels`` <= :data:`MAX_LEVELS` of them, output
+    at most ``qmax * lo``), in place: writes the output into ``out``, the new membrane into ``v`` and adds each
+    element's spikes to ``counts`` (unless ``None``; ``num_levels`` is read only then).
+
+    Compiled, the step reads ``v`` and ``x`` and writes ``v`` and ``out`` once. Only ``signed`` and, when counting,
+    ``num_levels`` select a different kernel; the rest are tensors, so the networks of one process (IF and
+    multi-threshold, leaky or not, counting or not) stay within TorchDynamo's recompile limit. Dividing by ``lo``
+    gives the eager path's values exactly: where the eager path multiplies by ``1 / lo`` (a power of two) both are
+    the correctly rounded same quotient."""
+    out.copy_(_step(v, x, leak, lo, qmax, signed, counts, num_levels))
 
 
-def fused_update(device: torch.device) -> Callable | None:
-    """The compiled :func:`quantized_update` for tensors on ``device``, or ``None`` (use eager)."""
+def quantized_update_into(
+    v: torch.Tensor,
+    x: torch.Tensor,
+    leak: torch.Tensor,
+    lo: torch.Tensor,
+    qmax: torch.Tensor,
+    signed: bool,
+    counts: torch.Tensor | None,
+    num_levels: int = MAX_LEVELS,
+) -> None:
+    """:func:`quantized_update` writing the output into ``x``, for inputs that nothing reads after the step (a
+    convolution output with the neuron as its only user): the step reads ``v`` and ``x`` and writes both, twice a
+    ReLU's memory traffic and no new tensor. A function of its own, so that TorchDynamo keeps its kernels apart."""
+    x.copy_(_step(v, x, leak, lo, qmax, signed, counts, num_levels))
+
+
+def fused_update(device: torch.device) -> tuple[Callable, Callable] | None:
+    """The compiled :func:`quantized_update` and :func:`quantized_update_into` for tensors on ``device``, or ``None``
+    (use eager)."""
     if _STATE["mode"] is None:
         set_fused_update(os.environ.get("MONAI_SNN_FUSED", "auto"))
     if _STATE["failed"] or _STATE["mode"] == "off" or device.type != "cpu":
@@ -102,7 +137,9 @@ def fused_update(device: torch.device) -> Callable | None:
         if not _STATE["compiler"]:
             return None
     if _STATE["fn"] is None:
-        _STATE["fn"] = torch.compile(quantized_update, dynamic=True, fullgraph=True)
+        _STATE["fn"] = tuple(
+            torch.compile(f, dynamic=True, fullgraph=True) for f in (quantized_update, quantized_update_into)
+        )
     return _STATE["fn"]
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_snn.neurons.fused import fused_failed, fused_update
+from monai_snn.neurons.fused import MAX_LEVELS, fused_failed, fused_update
 from monai_snn.neurons.surrogate import Surrogate, make_surrogate
 from monai_snn.neurons.temporal import TimeStepped
 
@@ -117,6 +117,9 @@ class SpikingNeuron(TimeStepped):
         self.count_spikes = bool(count_spikes)
         self.record_flow = bool(record_flow)
         self.track_activity = False  # set by monai_snn.losses.ActivityRegularizedLoss
+        # set by the simulator while it steps the network, for layers whose input tensor nothing reads after the
+        # step (a fresh convolution output with one user): the compiled update may write its output into it
+        self.input_disposable = False
         self.flow_gradient = "relu"  # or "clip" (set by SpikingTrainer(flow_gradient=...)), see flow()
         self.reset()
 
@@ -134,11 +137,27 @@ class SpikingNeuron(TimeStepped):
     def reset(self) -> None:
         """Forget the membrane potential, spike counts and flows (start of a new sample)."""
         self.v: torch.Tensor | None = None
-        self.spike_count: torch.Tensor | None = None
+        self.spike_count = None
         self.acc_output: torch.Tensor | None = None
         self.activity: torch.Tensor | None = None  # differentiable output per step in smallest-level units
         self.num_steps = 0
         self._num_neurons = 0
+
+    @property
+    def spike_count(self) -> torch.Tensor | None:
+        """Spikes per position since the last reset, summed over time and over the batch (``[1, *x.shape[1:]]``), or
+        ``None`` when not counting. The compiled update counts per element (no reduction per step); the batch sum
+        happens here, when the counts are read."""
+        acc = self.__dict__.get("_spike_acc")
+        if acc is not None:
+            self._spike_total.add_(acc.sum(0, keepdim=True))
+            self._spike_acc = None
+        return self.__dict__.get("_spike_total")
+
+    @spike_count.setter
+    def spike_count(self, value: torch.Tensor | None) -> None:
+        self._spike_total = value
+        self._spike_acc = None
 
     @property
     def initial_value(self) -> float:
@@ -255,8 +274,7 @@ class SpikingNeuron(TimeStepped):
         ``floor`` + ``clamp`` measured about 5x faster than ``(v >= theta).to(dtype)`` on CPU (no bool tensor), and
         the spike count uses an arithmetic popcount instead of a table lookup (integer indexing is slow).
         """
-        # one level: the eager path below is already a few in-place passes and measured as fast as the kernel
-        fn = fused_update(x.device) if len(self.thresholds) > 1 else None
+        fn = fused_update(x.device) if len(self.levels) <= MAX_LEVELS else None
         if fn is not None and not x.requires_grad:
             try:
                 return self._step_fused(fn, x)
@@ -285,23 +303,28 @@ class SpikingNeuron(TimeStepped):
         return out
 
     def _step_fused(self, fn, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`_step_quantized` as one compiled kernel (:mod:`monai_snn.neurons.fused`); same values."""
+        """:meth:`_step_quantized` as one compiled kernel (:mod:`monai_snn.neurons.fused`); same values. The membrane
+        and the per-element spike counts are updated in place; the output goes into ``x`` when the simulator marked
+        this layer's input as read by nobody else (``input_disposable``), else into a new tensor."""
         consts = getattr(self, "_fused_consts", None)
         if consts is None or consts[0] != (self.levels, self.leak, x.dtype):
-            lo = self.levels[-1]
-            exact = math.frexp(lo)[0] == 0.5
-            leak = None if self.leak == 1.0 else torch.tensor(self.leak, dtype=x.dtype)
-            scale = torch.tensor(1.0 / lo if exact else lo, dtype=x.dtype)
-            consts = ((self.levels, self.leak, x.dtype), leak, scale, torch.tensor(lo, dtype=x.dtype), exact)
+            n = len(self.levels)
+            tensors = (torch.tensor(v, dtype=x.dtype) for v in (self.leak, self.levels[-1], float(2**n - 1)))
+            consts = ((self.levels, self.leak, x.dtype), *tensors)
             self._fused_consts = consts
-        _, leak, scale, lo, exact = consts
-        n = len(self.levels)
-        out, v, spikes = fn(
-            self.v, x, leak, scale, lo, float(2**n - 1), n, self.signed, self.spike_count is not None, exact
-        )
-        if spikes is not None:
-            self._count(spikes)
-        self.v = v
+        _, leak, lo, qmax = consts
+        counts = None
+        if self._spike_total is not None:  # per element, in the kernel; batch-summed when read (spike_count)
+            counts = self.__dict__.get("_spike_acc")
+            if counts is None:
+                counts = self._spike_acc = torch.zeros_like(x)
+        args = (leak, lo, qmax, self.signed, counts) + (() if counts is None else (len(self.levels),))
+        update, update_into = fn
+        if self.input_disposable and x.is_contiguous():
+            update_into(self.v, x, *args)
+            return x
+        out = torch.empty_like(x)
+        update(self.v, x, out, *args)
         return out
 
     def _step_hard_reset(self, x: torch.Tensor) -> torch.Tensor:
