@@ -16,7 +16,8 @@ calibration slices (its configs build them from ``MONAI_SNN_DATA``), in one proc
    spikingjelly traces the network with torch.fx and refuses the U-Net's input check (a function node it cannot
    convert), so it gets the same weights in the same U-Net without that check.
 2. **Speed**: time of one batch of ``--batch`` slices, SNN / (T x ANN forward), measured interleaved (every case
-   once per round, ``--repeats`` rounds, medians) at 1 and 2 threads, because the machines are shared and noisy.
+   once per round, ``--repeats`` rounds, medians) at 1 and 2 threads, because the machines are shared and noisy;
+   process CPU time and wall-clock.
 
 Usage::
 
@@ -208,8 +209,10 @@ def main(argv=None) -> list[str]:
     while len(x) < args.batch:
         x = torch.cat([x, x])[: args.batch]
     lines += [
-        f"Speed: batch {args.batch}, {args.repeats} interleaved rounds, median SNN / (T x ANN forward) "
-        "(spike counting off; the multi-threshold neuron update compiled where a C++ compiler is found)",
+        f"Speed: batch {args.batch}, {args.repeats} interleaved rounds, median SNN / (T x ANN forward) in process "
+        "CPU time (wall-clock in brackets; CPU time is what a busy machine disturbs least: a process waiting for a "
+        "core accrues none; at 2 threads it includes the threads' waits) (spike counting off; our neuron updates "
+        "compiled where a C++ compiler is found)",
         "",
         "| threads | T | " + " | ".join(nets) + " |",
         "|---|---|" + "---|" * len(nets),
@@ -221,16 +224,21 @@ def main(argv=None) -> list[str]:
                 net.num_steps = T
             cases = {"ann": ann, **nets}
             times = {k: [] for k in cases}
+            cpu = {k: [] for k in cases}
             with torch.no_grad():
                 for fn in cases.values():
                     fn(x)  # warm-up (and compilation)
                 for _ in range(args.repeats):
                     for k, fn in cases.items():
-                        t0 = time.perf_counter()
+                        t0, c0 = time.perf_counter(), time.process_time()
                         fn(x)
                         times[k].append(time.perf_counter() - t0)
-            ann_t = statistics.median(times["ann"])
-            cells = [f"{statistics.median(times[k]) / (T * ann_t):.2f}" for k in nets]
+                        cpu[k].append(time.process_time() - c0)
+            ann_t, ann_c = statistics.median(times["ann"]), statistics.median(cpu["ann"])
+            cells = [
+                f"{statistics.median(cpu[k]) / (T * ann_c):.2f} ({statistics.median(times[k]) / (T * ann_t):.2f})"
+                for k in nets
+            ]
             lines.append(f"| {threads} | {T} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
     if args.save:
