@@ -209,6 +209,11 @@ def test_runner_owns_its_stage_and_locks_its_folder(tmp_path, sig):
     done = subprocess.run(cmd, env=_env(), cwd=str(REPO), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]  # the lock went with them
     assert json.loads(done.stdout) == {"fold0/train_ann": "done"}
+    marker = json.loads((out / "fold0" / "train_ann" / "done.json").read_text())
+    if sig == signal.SIGTERM:  # the stopped session's wall-clock is part of the stage's cost
+        assert marker["sessions"] == 2 and marker["seconds"] > marker["last_session_seconds"]
+    else:  # a killed runner records nothing: only the session that finished counts
+        assert marker["sessions"] == 1 and marker["seconds"] == marker["last_session_seconds"]
 
 
 def test_mistyped_override_is_an_error(tmp_path):

@@ -20,7 +20,9 @@ What makes a rerun safe:
   from a checkpoint of other inputs. A stage config's ``stage_keep`` (glob patterns under the stage folder) names
   the files that survive the clearing because the stage itself checks whether they still apply (e.g. an evaluate
   stage's per-level scores, reused by :func:`monai_snn.bundle.evaluate_models` with ``resume`` only where the
-  weights, ``T`` and settings match).
+  weights, ``T`` and settings match). A session stopped by a signal (or failing) adds its wall-clock to
+  ``started.json``, so ``done.json``'s ``seconds`` is the stage's time over all its sessions (``sessions``;
+  ``last_session_seconds`` the one that finished); a runner killed outright records nothing of its session.
 * **The runner owns its stages.** A lock file stops a second runner on the same output folder (the stage
   process inherits the lock, so a stage left by a killed runner also blocks it); each stage runs in its own
   process group and dies with the runner (``SIGTERM`` / ``SIGINT`` are forwarded, and on Linux the kernel kills
@@ -471,10 +473,18 @@ def _one_stage(bundle_root, out: Path, fold: int, stage: str, overrides: dict, f
         bar.write(f"{key}: the interrupted run had other inputs or configuration; cleared", file=sys.stderr)
     bar.set_postfix_str(key)
     cmd = stage_command(bundle_root, stage, out, fold, overrides)
-    _write_marker(started, {"fingerprint": fingerprint, "command": cmd,
-                            "started": time.strftime("%Y-%m-%d %H:%M:%S")})  # fmt: skip
+    # wall-clock of the earlier, interrupted sessions this one resumes (recorded when they were stopped)
+    earlier = _read_json(started) if started.is_file() else None
+    before = float(earlier.get("seconds", 0.0)) if earlier and earlier.get("fingerprint") == fingerprint else 0.0
+    sessions = int(earlier.get("sessions", 0)) if before else 0
+    record = {"fingerprint": fingerprint, "command": cmd, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "seconds": before, "sessions": sessions}  # fmt: skip
+    _write_marker(started, record)
     t0 = time.time()
-    code = _run_stage(cmd, stage_dir / "stage.log", lock_fd)
+    try:
+        code = _run_stage(cmd, stage_dir / "stage.log", lock_fd)
+    finally:  # stopped or failed: the next run resumes, and counts this session's time too
+        _write_marker(started, record | {"seconds": round(before + time.time() - t0, 1), "sessions": sessions + 1})
     if code != 0:
         tail = (stage_dir / "stage.log").read_text(errors="replace")[-3000:]
         raise subprocess.CalledProcessError(
@@ -482,10 +492,12 @@ def _one_stage(bundle_root, out: Path, fold: int, stage: str, overrides: dict, f
         )
     _write_marker(marker, {
         "fold": fold, "stage": stage, **fingerprint, "outputs": _outputs(parser),
-        "seconds": round(time.time() - t0, 1), "command": cmd, "overrides": overrides,
+        "seconds": round(before + time.time() - t0, 1), "sessions": sessions + 1,
+        "last_session_seconds": round(time.time() - t0, 1), "command": cmd, "overrides": overrides,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     })  # fmt: skip
-    bar.write(f"{key}: done in {time.time() - t0:.0f} s", file=sys.stderr)
+    bar.write(f"{key}: done in {time.time() - t0:.0f} s" + (f" ({before + time.time() - t0:.0f} s over {sessions + 1} "
+              "sessions)" if sessions else ""), file=sys.stderr)  # fmt: skip
     return "done"
 
 
