@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,22 @@ def test_training_cost_comparison(pipeline, tmp_path):
     # a validation tag the stages never logged (hippocampus validates on 2D Dice, tests on 3D): the error names both
     with pytest.raises(SystemExit, match="logged no validation metric 'dice_3d'.*'miou'.*--val_metric"):
         main(["--fold_dir", str(pipeline), "--output_dir", str(tmp_path / "cmp3"), "--val_metric", "dice_3d"])
+
+
+def test_comparison_of_models_trained_elsewhere(pipeline, tmp_path):
+    """A fold that evaluated models trained outside it (e.g. the shipped ones beside a new direct-training run):
+    their scores are listed, their training cost is unknown ("-"), not zero."""
+    from monai_snn.apps.compare import main
+
+    fold = tmp_path / "run" / "fold0"
+    shutil.copytree(pipeline / "evaluate", fold / "evaluate")
+    res = main(["--fold_dir", str(fold), "--output_dir", str(tmp_path / "cmp"), "--title", "elsewhere"])
+    rows = {r["model"]: r for r in res["rows"]}
+    assert {"ann", "converted", "finetuned"} <= set(rows) and "conversion + fine-tuning" not in res["curves"]
+    assert rows["finetuned"]["iterations"] is None and rows["finetuned"]["seconds"] is None
+    table = (tmp_path / "cmp" / "training_cost.md").read_text()
+    assert "| conversion + fine-tuning (trained outside this fold) | finetuned | 2 |" in table
+    assert table.split("| finetuned |")[1].split("\n")[0].rstrip().endswith("| - | - |")
 
 
 def test_continue_ann_control_benchmark(pipeline, tiny_camseq):

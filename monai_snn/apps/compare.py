@@ -145,6 +145,9 @@ def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[s
             secs += f_s
             vals += ft["values"]
         curves["conversion + fine-tuning"] = {"iterations": its, "seconds": secs, "values": vals}
+    else:  # the pipeline's models were trained elsewhere (e.g. the shipped ones, evaluated beside a new run)
+        for model in ("ann", "converted", "finetuned"):
+            row("conversion + fine-tuning (trained outside this fold)", model, None, None)
     for stage in sorted(p.name for p in fold.glob("train_*") if p.name != "train_ann"):
         if not (fold / stage / "done.json").is_file():
             continue
@@ -300,7 +303,7 @@ def write_comparison(
         lines.append(
             f"| {r['pipeline']} | {r['model']} | {_fmt(r['T'])} | {_fmt(r['test'])} | "
             f"{_fmt(r['energy_vs_ann'], 2)} | {_fmt(r['energy_vs_ann_mem'], 2)} | {_fmt(r['firing_rate_mean'], 3)} | "
-            f"{r['iterations']} | {r['seconds'] / 60:.1f} |"
+            f"{_fmt(r['iterations'])} | {_fmt(None if r['seconds'] is None else r['seconds'] / 60, 1)} |"
         )
     rows = neuron_rows(fold_dir, variants_dir)
     res["neurons"] = rows
