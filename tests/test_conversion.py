@@ -204,6 +204,19 @@ def test_compiled_simulation_equals_eager_bit_for_bit(trained_ann, hippo_slices,
     assert 0 < len(snn._disposable_inputs) < len(snn.neurons())
     assert not any(n.input_disposable for n in snn.neurons().values())
     assert torch.equal(x, x_before)
+    # a hook that keeps a layer's input (threshold balancing does) sees the input, not the output written over it
+    neuron = snn._disposable_inputs[-1]
+    seen = []
+    handle = neuron.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    try:
+        set_fused_update(True)
+        snn.chunk_size = 1
+        with torch.no_grad():
+            snn(x)
+    finally:
+        set_fused_update(False)
+        handle.remove()
+    assert len(seen) == snn.num_steps and all(bool((s_ < 0).any()) for s_ in seen)  # currents, not spikes (>= 0)
     ref_out, ref_counts = results[False, 1]
     assert ref_out.abs().sum() > 0 and sum(float(c.sum()) for c in ref_counts) > 0
     for key, (out, counts) in results.items():

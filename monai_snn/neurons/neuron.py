@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch.nn.modules import module as _nn_module
 
 from monai_snn.neurons.fused import MAX_LEVELS, fused_failed, fused_update
 from monai_snn.neurons.surrogate import Surrogate, make_surrogate
@@ -320,12 +321,21 @@ class SpikingNeuron(TimeStepped):
                 counts = self._spike_acc = torch.zeros_like(x)
         args = (leak, lo, qmax, self.signed, counts) + (() if counts is None else (len(self.levels),))
         update, update_into = fn
-        if self.input_disposable and x.is_contiguous():
+        if self.input_disposable and x.is_contiguous() and not self._has_hooks():
             update_into(self.v, x, *args)
             return x
         out = torch.empty_like(x)
         update(self.v, x, out, *args)
         return out
+
+    def _has_hooks(self) -> bool:
+        """Whether a forward hook may hold this step's input (then the output must not overwrite it)."""
+        return bool(
+            self._forward_pre_hooks
+            or self._forward_hooks
+            or getattr(_nn_module, "_global_forward_pre_hooks", None)
+            or getattr(_nn_module, "_global_forward_hooks", None)
+        )
 
     def _step_hard_reset(self, x: torch.Tensor) -> torch.Tensor:
         """One threshold, hard reset (NIR's IF): fire where ``v > theta`` (strictly), then set ``v`` to 0 there."""
