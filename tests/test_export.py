@@ -32,6 +32,31 @@ def test_ann_scripted_and_snn_traced_at_fixed_t(tmp_path):
         export_torchscript(lambda t: t, x)
 
 
+def test_snn_trace_with_compiled_updates_on(tmp_path):
+    """A trace cannot record the compiled neuron update: export traces eager updates and leaves the compiled mode
+    on (and unbroken) for the rest of the process."""
+    import warnings
+
+    from monai_snn.neurons import set_fused_update
+    from monai_snn.neurons.fused import _STATE
+
+    torch.manual_seed(0)
+    ann = ConvertibleUNet(2, 1, 1, (4, 8, 16)).eval()
+    x = torch.rand(2, 1, 32, 32)
+    snn = convert_to_snn(ann, [x], neuron="if", num_steps=3)
+    try:
+        set_fused_update(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no "compiled neuron update failed"
+            traced = export_torchscript(snn, x)
+        assert _STATE["mode"] == "on" and not _STATE["failed"]
+        with torch.no_grad():
+            torch.testing.assert_close(traced(x), snn(x), rtol=0, atol=1e-6)
+        assert not _STATE["failed"]  # the compiled update ran after the export
+    finally:
+        set_fused_update(False)  # the suite runs eager (MONAI_SNN_FUSED=0 in conftest)
+
+
 def test_bundle_command_exports_the_shipped_snn(tmp_path, capsys):
     out = main(["--bundle_root", str(REPO / "bundles" / "em_snn"), "--network", "finetuned", "--out",
                 str(tmp_path / "em.ts")])  # fmt: skip

@@ -54,6 +54,7 @@ def export_torchscript(
         export_torchscript(ann, torch.rand(1, 1, 64, 64), "ann.ts")
     """
     from monai_snn.networks.simulator import SpikingSimulator
+    from monai_snn.neurons.fused import eager_updates
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -64,7 +65,7 @@ def export_torchscript(
             saved = model.count_spikes
             model.count_spikes = False
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), eager_updates():  # a trace cannot record the compiled kernel
                     warnings.simplefilter("ignore", torch.jit.TracerWarning)
                     exported = torch.jit.trace(model, example_input, check_trace=False)
             finally:

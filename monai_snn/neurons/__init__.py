@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monai_snn.neurons.fused import set_fused_update
+from monai_snn.neurons.fused import eager_updates, set_fused_update
 from monai_snn.neurons.multi_level import MultiLevelNeuron, rate_matched_multi_level
 from monai_snn.neurons.neuron import IFNeuron, LIFNeuron, MultiThresholdNeuron, SpikingNeuron
 from monai_snn.neurons.real_spike import RealSpikeNeuron, fold_real_spikes

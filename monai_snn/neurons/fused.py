@@ -22,14 +22,16 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import torch
 
-__all__ = ["set_fused_update", "fused_update", "quantized_update", "quantized_update_into", "MAX_LEVELS"]
+__all__ = ["set_fused_update", "eager_updates", "fused_update", "quantized_update", "quantized_update_into", "MAX_LEVELS"]
 
 _STATE: dict[str, Any] = {"mode": None, "fn": None, "failed": False}
 
@@ -83,6 +85,24 @@ def _step(
             spikes = spikes - torch.floor(mag * (0.5**k))
         counts.copy_(counts + spikes)
     return o
+
+
+@contextlib.contextmanager
+def eager_updates() -> Iterator[None]:
+    """Neuron updates in eager PyTorch inside the block (e.g. while ``torch.jit.trace`` records a network, which
+    cannot trace a compiled kernel), the previous mode after it.
+
+    Example::
+
+        with eager_updates():
+            traced = torch.jit.trace(snn, x)
+    """
+    saved = (_STATE["mode"], _STATE["failed"])
+    set_fused_update(False)
+    try:
+        yield
+    finally:
+        _STATE["mode"], _STATE["failed"] = saved
 
 
 def quantized_update(
