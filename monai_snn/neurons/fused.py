@@ -31,7 +31,9 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["set_fused_update", "eager_updates", "fused_update", "quantized_update", "quantized_update_into", "MAX_LEVELS"]
+__all__ = [
+    "set_fused_update", "eager_updates", "fused_update", "quantized_update", "quantized_update_into", "MAX_LEVELS",
+]  # fmt: skip
 
 _STATE: dict[str, Any] = {"mode": None, "fn": None, "failed": False}
 
