@@ -335,8 +335,11 @@ def test_every_direct_training_stage_builds_its_network(bundle, tmp_path):
         assert isinstance(net, SpikingSimulator) and net.settings["architecture"] == spec["set"]["direct_network"]
         ann = parser.get_parsed_content("network_def")
         assert net.settings["kwargs"]["in_channels"] == ann.in_channels
+        saved = parser.get_parsed_content("direct_settings")  # what the exported direct.json says
         if spec["set"]["direct_network"] == "spiking_unet":
-            assert net.settings["kwargs"]["neuron"] == spec["set"]["direct_neuron"]
+            assert net.settings["kwargs"]["neuron"] == spec["set"]["direct_neuron"] == saved["neuron"]
+        else:
+            assert saved["neuron"] == "lif"
 
 
 @pytest.mark.parametrize("bundle", ["camseq_snn", "drive_snn", "em_snn"])
