@@ -27,6 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/simulation.py
+	$(PY) benchmarks/neuron_update.py
 	$(PY) benchmarks/finetune.py
 
 clean:
