@@ -59,7 +59,7 @@ class SpikingNeuron(TimeStepped):
         detach_reset: do not backpropagate through the soft reset.
         count_spikes: count spikes per position (summed over the batch and time) for firing rates and the energy
             estimate. Counting adds a popcount of the fired levels and a per-element count to every step (about
-            +40 % of a compiled multi-threshold update, +130 % eager: ``benchmarks/neuron_update.py``), so training
+            +40 % of a compiled multi-threshold update, +140 % eager: ``benchmarks/neuron_update.py``), so training
             loops that do not read rates may switch it off.
         record_flow: keep what spiking-flow fine-tuning needs (:meth:`flow`). Without leak nothing extra is
             stored: the accumulated output is recovered from the final membrane (soft reset conserves charge);
