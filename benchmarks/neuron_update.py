@@ -33,18 +33,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bundle():
-    from monai.bundle import ConfigParser
-
-    root = ROOT / "bundles" / "hippocampus_snn"
-    p = ConfigParser()
-    p.read_config([str(root / "configs" / "common.json"), str(root / "configs" / "convert.json")])
-    p["bundle_root"] = str(root)
-    p["num_workers"] = 0
-    p.get_parsed_content("imports")
-    return p
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from peers import _bundle, shipped_ann  # noqa: E402 - the same shipped ANN and calibration slices as the peers table
 
 
 def _interleaved(cases: dict, repeats: int) -> tuple[dict, dict]:
@@ -185,18 +175,12 @@ def main(argv=None) -> list[str]:
     p.add_argument("--save", action="store_true")
     args = p.parse_args(argv)
 
-    from monai_snn.bundle import load_model
     from monai_snn.conversion import convert_to_snn
     from monai_snn.conversion.io import load_settings
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    cfg = _bundle()
-    models = {"ann": str(ROOT / "bundles/hippocampus_snn/models/ann.pt")}
-    ann = load_model("ann", models, cfg.get_parsed_content("network_def"))
-    cal = cfg.get_parsed_content("calibration")
-    cal_x = cal[0] if isinstance(cal, (list, tuple)) else cal
-    cal_x = cal_x["image"] if isinstance(cal_x, dict) else cal_x
+    ann, cal_x = shipped_ann(_bundle())
     x = cal_x.repeat((args.batch + len(cal_x) - 1) // len(cal_x), 1, 1, 1)[: args.batch]
     s = load_settings(ROOT / "bundles/hippocampus_snn/models/converted.json")
     snns = {

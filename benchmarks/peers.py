@@ -52,6 +52,17 @@ def _bundle():
     return p
 
 
+def shipped_ann(cfg) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The shipped hippocampus ANN (fold 0) and the bundle's calibration slices ``[N, 1, H, W]``."""
+    from monai_snn.bundle import load_model
+
+    models = {"ann": str(ROOT / "bundles/hippocampus_snn/models/ann.pt")}
+    ann = load_model("ann", models, cfg.get_parsed_content("network_def"))
+    cal = cfg.get_parsed_content("calibration")
+    cal_x = cal[0] if isinstance(cal, (list, tuple)) else cal
+    return ann, cal_x["image"] if isinstance(cal_x, dict) else cal_x
+
+
 def _plain_unet(ann):
     """The same U-Net and weights without the input check (spikingjelly's tracer cannot convert that node)."""
     from monai_snn.networks import ConvertibleUNet
@@ -147,17 +158,12 @@ def main(argv=None) -> list[str]:
     p.add_argument("--save", action="store_true")
     args = p.parse_args(argv)
 
-    from monai_snn.bundle import load_model
     from monai_snn.conversion import convert_to_snn
     from monai_snn.conversion.io import load_settings
 
     torch.manual_seed(0)
     cfg = _bundle()
-    models = {"ann": str(ROOT / "bundles/hippocampus_snn/models/ann.pt")}
-    ann = load_model("ann", models, cfg.get_parsed_content("network_def"))
-    cal = cfg.get_parsed_content("calibration")
-    cal_x = cal[0] if isinstance(cal, (list, tuple)) else cal
-    cal_x = cal_x["image"] if isinstance(cal_x, dict) else cal_x
+    ann, cal_x = shipped_ann(cfg)
     shipped = load_settings(ROOT / "bundles/hippocampus_snn/models/converted.json")
     volumes = cfg.get_parsed_content("test_volumes")
     data = _slices([volumes[i] for i in range(min(args.num_volumes, len(volumes)))])

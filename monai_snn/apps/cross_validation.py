@@ -474,7 +474,7 @@ def _one_stage(bundle_root, out: Path, fold: int, stage: str, overrides: dict, f
     bar.set_postfix_str(key)
     cmd = stage_command(bundle_root, stage, out, fold, overrides)
     # wall-clock of the earlier, interrupted sessions this one resumes (recorded when they were stopped)
-    earlier = _read_json(started) if started.is_file() else None
+    earlier = _read_json(started)
     before = float(earlier.get("seconds", 0.0)) if earlier and earlier.get("fingerprint") == fingerprint else 0.0
     sessions = int(earlier.get("sessions", 0)) if before else 0
     record = {"fingerprint": fingerprint, "command": cmd, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -490,14 +490,14 @@ def _one_stage(bundle_root, out: Path, fold: int, stage: str, overrides: dict, f
         raise subprocess.CalledProcessError(
             code, cmd, output=f"{key} failed; last lines of {stage_dir / 'stage.log'}:\n{tail}"
         )
+    elapsed = time.time() - t0
     _write_marker(marker, {
         "fold": fold, "stage": stage, **fingerprint, "outputs": _outputs(parser),
-        "seconds": round(before + time.time() - t0, 1), "sessions": sessions + 1,
-        "last_session_seconds": round(time.time() - t0, 1), "command": cmd, "overrides": overrides,
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(before + elapsed, 1), "sessions": sessions + 1, "last_session_seconds": round(elapsed, 1),
+        "command": cmd, "overrides": overrides, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     })  # fmt: skip
-    bar.write(f"{key}: done in {time.time() - t0:.0f} s" + (f" ({before + time.time() - t0:.0f} s over {sessions + 1} "
-              "sessions)" if sessions else ""), file=sys.stderr)  # fmt: skip
+    over = f" ({before + elapsed:.0f} s over {sessions + 1} sessions)" if sessions else ""
+    bar.write(f"{key}: done in {elapsed:.0f} s{over}", file=sys.stderr)
     return "done"
 
 

@@ -210,14 +210,13 @@ class SpikingSimulator(nn.Module):
                 self._flow_free[i].append(name)
         # neurons whose input is a fresh tensor that nothing else reads (the output of a convolution, pooling or
         # linear layer with this neuron as its only user): their update may write its output into that tensor
-        fresh = _FRESH_OUTPUT
         self._disposable_inputs = [
             op.fn
             for op in body
             if op.is_neuron
             and (src := op.node.args[0]).name in body_names
             and src.op == "call_module"
-            and isinstance(modules[src.target], fresh)
+            and isinstance(modules[src.target], _FRESH_OUTPUT)
             and len(src.users) == 1
         ]
         self._const, self._body, self._tail = const, body, tail
@@ -277,8 +276,8 @@ class SpikingSimulator(nn.Module):
     def _simulate(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         self._plan()
-        for n in self._disposable_inputs:
-            n.input_disposable = True
+        for n in self._disposable_inputs:  # a hook may keep the input (threshold balancing's does)
+            n.input_disposable = not n.has_forward_hooks()
         try:
             return self._run(x)
         finally:

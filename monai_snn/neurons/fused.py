@@ -63,32 +63,6 @@ def set_fused_update(mode: bool | str | None) -> None:
 MAX_LEVELS = 8  # the kernel's popcount covers up to this many halving levels; neurons with more update eagerly
 
 
-def _step(
-    v: torch.Tensor,
-    x: torch.Tensor,
-    leak: torch.Tensor,
-    lo: torch.Tensor,
-    qmax: torch.Tensor,
-    signed: bool,
-    counts: torch.Tensor | None,
-    num_levels: int,
-) -> torch.Tensor:
-    w = v * leak + x
-    a = w.abs() if signed else w
-    q = torch.floor(a / lo).clamp(torch.zeros_like(qmax), qmax)
-    mag = q
-    if signed:
-        q = q * torch.sign(w)
-    o = q * lo
-    v.copy_(w - o)
-    if counts is not None:  # per element: popcount of the fired levels; summed over the batch when read
-        spikes = mag
-        for k in range(1, num_levels):
-            spikes = spikes - torch.floor(mag * (0.5**k))
-        counts.copy_(counts + spikes)
-    return o
-
-
 @contextlib.contextmanager
 def eager_updates() -> Iterator[None]:
     """Neuron updates in eager PyTorch inside the block (e.g. while ``torch.jit.trace`` records a network, which
@@ -127,7 +101,20 @@ def quantized_update(
     multi-threshold, leaky or not, counting or not) stay within TorchDynamo's recompile limit. Dividing by ``lo``
     gives the eager path's values exactly: where the eager path multiplies by ``1 / lo`` (a power of two) both are
     the correctly rounded same quotient."""
-    out.copy_(_step(v, x, leak, lo, qmax, signed, counts, num_levels))
+    w = v * leak + x
+    a = w.abs() if signed else w
+    q = torch.floor(a / lo).clamp(torch.zeros_like(qmax), qmax)
+    mag = q
+    if signed:
+        q = q * torch.sign(w)
+    o = q * lo
+    v.copy_(w - o)
+    if counts is not None:  # per element: popcount of the fired levels; summed over the batch when read
+        spikes = mag
+        for k in range(1, num_levels):
+            spikes = spikes - torch.floor(mag * (0.5**k))
+        counts.copy_(counts + spikes)
+    out.copy_(o)
 
 
 def quantized_update_into(
@@ -142,8 +129,9 @@ def quantized_update_into(
 ) -> None:
     """:func:`quantized_update` writing the output into ``x``, for inputs that nothing reads after the step (a
     convolution output with the neuron as its only user): the step reads ``v`` and ``x`` and writes both, twice a
-    ReLU's memory traffic and no new tensor. A function of its own, so that TorchDynamo keeps its kernels apart."""
-    x.copy_(_step(v, x, leak, lo, qmax, signed, counts, num_levels))
+    ReLU's memory traffic and no new tensor. A function of its own, so that TorchDynamo keeps its kernels apart
+    (passing ``x`` twice to :func:`quantized_update` would add an aliasing variant to its cache)."""
+    quantized_update(v, x, x, leak, lo, qmax, signed, counts, num_levels)
 
 
 def fused_update(device: torch.device) -> tuple[Callable, Callable] | None:

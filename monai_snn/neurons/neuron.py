@@ -120,7 +120,7 @@ class SpikingNeuron(TimeStepped):
         self.record_flow = bool(record_flow)
         self.track_activity = False  # set by monai_snn.losses.ActivityRegularizedLoss
         # set by the simulator while it steps the network, for layers whose input tensor nothing reads after the
-        # step (a fresh convolution output with one user): the compiled update may write its output into it
+        # step (a fresh convolution output with one user, no hooks): the compiled update may write its output into it
         self.input_disposable = False
         self.flow_gradient = "relu"  # or "clip" (set by SpikingTrainer(flow_gradient=...)), see flow()
         self.reset()
@@ -150,11 +150,10 @@ class SpikingNeuron(TimeStepped):
         """Spikes per position since the last reset, summed over time and over the batch (``[1, *x.shape[1:]]``), or
         ``None`` when not counting. The compiled update counts per element (no reduction per step); the batch sum
         happens here, when the counts are read."""
-        acc = self.__dict__.get("_spike_acc")
-        if acc is not None:
-            self._spike_total.add_(acc.sum(0, keepdim=True))
+        if self._spike_acc is not None:
+            self._spike_total.add_(self._spike_acc.sum(0, keepdim=True))
             self._spike_acc = None
-        return self.__dict__.get("_spike_total")
+        return self._spike_total
 
     @spike_count.setter
     def spike_count(self, value: torch.Tensor | None) -> None:
@@ -276,7 +275,7 @@ class SpikingNeuron(TimeStepped):
         ``floor`` + ``clamp`` measured about 5x faster than ``(v >= theta).to(dtype)`` on CPU (no bool tensor), and
         the spike count uses an arithmetic popcount instead of a table lookup (integer indexing is slow).
         """
-        fn = fused_update(x.device) if len(self.levels) <= MAX_LEVELS else None
+        fn = fused_update(x.device) if len(self.thresholds) <= MAX_LEVELS else None
         if fn is not None and not x.requires_grad:
             try:
                 return self._step_fused(fn, x)
@@ -312,25 +311,26 @@ class SpikingNeuron(TimeStepped):
         if consts is None or consts[0] != (self.levels, self.leak, x.dtype):
             n = len(self.levels)
             tensors = (torch.tensor(v, dtype=x.dtype) for v in (self.leak, self.levels[-1], float(2**n - 1)))
-            consts = ((self.levels, self.leak, x.dtype), *tensors)
+            consts = ((self.levels, self.leak, x.dtype), n, *tensors)
             self._fused_consts = consts
-        _, leak, lo, qmax = consts
-        counts = None
-        if self._spike_total is not None:  # per element, in the kernel; batch-summed when read (spike_count)
-            counts = self.__dict__.get("_spike_acc")
-            if counts is None:
-                counts = self._spike_acc = torch.zeros_like(x)
-        args = (leak, lo, qmax, self.signed, counts) + (() if counts is None else (len(self.levels),))
+        _, n, leak, lo, qmax = consts
         update, update_into = fn
-        if self.input_disposable and x.is_contiguous() and not self._has_hooks():
+        if self._spike_total is None:
+            args = (leak, lo, qmax, self.signed, None)
+        else:  # per element, in the kernel; batch-summed when read (spike_count)
+            if self._spike_acc is None:
+                self._spike_acc = torch.zeros_like(x)
+            args = (leak, lo, qmax, self.signed, self._spike_acc, n)
+        if self.input_disposable and x.is_contiguous():
             update_into(self.v, x, *args)
             return x
         out = torch.empty_like(x)
         update(self.v, x, out, *args)
         return out
 
-    def _has_hooks(self) -> bool:
-        """Whether a forward hook may hold this step's input (then the output must not overwrite it)."""
+    def has_forward_hooks(self) -> bool:
+        """Whether a forward hook (of this layer or global) may hold a step's input: the simulator then never lets
+        the update write its output into the input."""
         return bool(
             self._forward_pre_hooks
             or self._forward_hooks
