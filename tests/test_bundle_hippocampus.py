@@ -209,8 +209,9 @@ def test_quantization_aware_ann_converts_without_loss(tiny_msd, tmp_path):
 
     overrides = {k: TINY[k] for k in ("channels", "num_folds", "max_epochs", "steps_sweep", "num_calibration")}
     overrides.update(activation="qcfs", design_steps=1, data_dir=str(tiny_msd))
+    # from scratch, with He-normal weights (ann_weight_init)
     status = run_cross_validation(BUNDLE, tmp_path, folds=[0], stages=["train_ann", "convert"], quiet=True,
-                                  overrides=overrides)  # fmt: skip
+                                  overrides=dict(overrides, ann_weight_init="kaiming"))  # fmt: skip
     assert status == {"fold0/train_ann": "done", "fold0/convert": "done"}
     m = json.loads((tmp_path / "fold0" / "convert" / "metrics.json").read_text())
     assert m["settings"]["normalization"] == "clip" and m["settings"]["num_steps"] == 1

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from monai.utils import look_up_option
 from torch import nn
 
 from monai_snn.conversion.convert import convert_to_snn
 from monai_snn.encoding.encoders import Encoder
+from monai_snn.networks.init import WEIGHT_INITS, init_weights
 from monai_snn.networks.simulator import SpikingSimulator
 
 __all__ = ["WEIGHT_INITS", "spiking_from_scratch"]
-
-
-def _kaiming_init(ann: nn.Module) -> None:
-    """He-normal weights (fan-in, ReLU gain) and zero biases for every convolution and linear layer of ``ann``."""
-    for module in ann.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                               nn.ConvTranspose3d, nn.Linear)):  # fmt: skip
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-
-
-WEIGHT_INITS: dict[str, Callable[[nn.Module], None]] = {"kaiming": _kaiming_init}
-"""Weight initializations of :func:`spiking_from_scratch` by name (``weight_init``; ``None`` keeps the ANN's
-weights): a function that re-initializes a module in place. Registering one is one line."""
 
 
 def spiking_from_scratch(
@@ -82,12 +67,7 @@ def spiking_from_scratch(
         trainer = SpikingTrainer("cpu", 100, loader, snn, torch.optim.Adam(snn.parameters(), 1e-3),
                                  monai.losses.DiceCELoss(sigmoid=True), method="bptt")
     """
-    if weight_init is not None:
-        try:
-            init = look_up_option(weight_init, WEIGHT_INITS)
-        except ValueError as err:
-            raise ValueError(f"weight_init={weight_init!r}: {err} (or None to keep the ANN's weights).") from None
-        init(ann)
+    init_weights(ann, weight_init)
     # convert_to_snn warns that leaky and multi-level neurons make a conversion approximate; nothing is converted here
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*conversion is approximate")
