@@ -9,6 +9,9 @@ On the shipped hippocampus ANN (``bundles/hippocampus_snn/models/ann.pt``), conv
    a new output, and writing it into the input (what the simulator does when the input is a convolution output
    nothing else reads); with and without spike counting. Inputs are the layers' real input currents.
 2. **Whole network**: SNN / (T x ANN forward) for eager and compiled updates, with and without spike counting.
+3. **Inside the passes**: the same compiled simulation split into its neuron updates and everything else, per time
+   step, against the ANN's ReLUs and the rest of its forward (the updates timed on the instances, not by hooks,
+   which would stop them writing into their inputs).
 
 Every case runs once per round, rounds interleaved (the machines are shared and noisy), medians; times are the
 thread's CPU time (``time.thread_time``), which a busy machine disturbs far less than wall-clock (a process that
@@ -128,8 +131,58 @@ def per_layer(snn, x: torch.Tensor, repeats: int) -> list[str]:
     return lines
 
 
+def in_situ(ann, snn, x: torch.Tensor, num_steps: int, repeats: int) -> tuple[float, float, float, float]:
+    """Thread CPU seconds inside the real forward passes: the ANN's ReLUs and the rest of its forward, the SNN's
+    neuron updates (compiled, spike counting as set) and the rest of its simulation, per time step; medians."""
+    relus = [m for m in ann.modules() if isinstance(m, torch.nn.ReLU)]
+    start: dict[int, float] = {}
+    spent = [0.0]
+
+    def pre(m, a):
+        start[id(m)] = time.thread_time()
+
+    def post(m, a, o):
+        spent[0] += time.thread_time() - start[id(m)]
+
+    hooks = [h for m in relus for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    neurons = list(snn.neurons().values())
+
+    def timed(step):  # on the instance, not a hook: a hook would stop the update writing into its input
+        def run(seq):
+            c0 = time.thread_time()
+            out = step(seq)
+            spent[0] += time.thread_time() - c0
+            return out
+
+        return run
+
+    for n in neurons:
+        n.multi_step = timed(n.multi_step)
+    snn.num_steps = num_steps
+    rows: dict[str, list[float]] = {"ann_act": [], "ann_rest": [], "snn_act": [], "snn_rest": []}
+    try:
+        with torch.no_grad():
+            for r in range(repeats + 1):
+                for name, net in (("ann", ann), ("snn", snn)):
+                    spent[0] = 0.0
+                    c0 = time.thread_time()
+                    net(x)
+                    total = time.thread_time() - c0
+                    if r:  # the first round warms up
+                        steps = 1 if name == "ann" else num_steps
+                        rows[f"{name}_act"].append(spent[0] / steps)
+                        rows[f"{name}_rest"].append((total - spent[0]) / steps)
+    finally:
+        for h in hooks:
+            h.remove()
+        for n in neurons:
+            del n.multi_step
+    return tuple(statistics.median(rows[k]) for k in ("ann_act", "ann_rest", "snn_act", "snn_rest"))
+
+
 def whole_network(ann, snns: dict, x: torch.Tensor, steps: list[int], repeats: int) -> list[str]:
-    """Table 2: SNN / (T x ANN forward), eager and compiled updates, spike counting off and on."""
+    """Table 2: SNN / (T x ANN forward), eager and compiled updates, spike counting off and on; table 3: where the
+    compiled simulation's time goes, inside the real passes."""
     from monai_snn.neurons import set_fused_update
 
     lines = [
@@ -164,6 +217,28 @@ def whole_network(ann, snns: dict, x: torch.Tensor, steps: list[int], repeats: i
                 cells = [f"{cpu[m] / (T * cpu['ann']):.2f} ({wall[m] / (T * wall['ann']):.2f})" for m in (False, True)]
                 lines.append(f"| {T} | {name} | {'on' if count else 'off'} | " + " | ".join(cells) + " |")
                 print(lines[-1], flush=True)
+    T = steps[0]
+    lines += [
+        "",
+        f"Inside the passes (T = {T}, compiled, spike counting off): ms per time step of the neuron updates against "
+        "the ANN's ReLUs, and of everything else (convolutions, pooling, concatenations, the simulator's loop; the "
+        "SNN runs its static first layer and its affine tail once per pass) against the rest of the ANN's forward",
+        "",
+        "| network | ReLUs (ANN) | neuron updates (SNN) | ratio | rest of the ANN | rest of the SNN step | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    set_fused_update(True)
+    try:
+        for name, snn in snns.items():
+            snn.count_spikes = False
+            a_act, a_rest, s_act, s_rest = in_situ(ann, snn, x, T, repeats)
+            lines.append(
+                f"| {name} | {a_act * 1e3:.2f} | {s_act * 1e3:.2f} | {s_act / a_act:.2f} | {a_rest * 1e3:.2f} | "
+                f"{s_rest * 1e3:.2f} | {s_rest / a_rest:.2f} |"
+            )
+            print(lines[-1], flush=True)
+    finally:
+        set_fused_update(os.environ.get("MONAI_SNN_FUSED", "auto"))
     return lines
 
 

@@ -33,3 +33,6 @@ def test_neuron_update_benchmark_runs_on_real_slices():
     whole = [ln for ln in lines if ln.startswith("| 2 |")]
     assert len(whole) == 4  # two networks x spike counting off / on
     assert all(float(c.split("(")[0]) > 0 for ln in whole for c in ln.strip("| \n").split("|")[3:])
+    # where the compiled simulation's time goes, inside the passes: both networks, positive times and ratios
+    inside = [ln for ln in lines if ln.startswith("| MT, ") or ln.startswith("| IF, ")]
+    assert len(inside) == 2 and all(float(c) > 0 for ln in inside for c in ln.strip("| \n").split("|")[1:])
