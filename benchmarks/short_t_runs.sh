@@ -84,3 +84,16 @@ for r in qcfs_s1 qcfs_w0.3 qcfs_d1; do
   python -m monai_snn.apps.keep_results --run_dir runs/drive_$r --output_dir $D/docs/results/short_t/$r --folds 0
 done
 
+
+# 8. (2026-12-06) the recipe of steps 1 + 2 with He-normal initial weights for the QCFS ANN (ann_weight_init=kaiming),
+#    every fold, fold 2 first. Under PyTorch's default weights the deep QCFS layers round their small inputs to zero
+#    (tests/test_qcfs.py), which is how fold 2's step 1 stalled (validation 2D Dice 0.54 after 20 epochs).
+he_fold() {  # fold
+  $CV --output_dir runs/hippo_qcfs_he5 --folds "$1" --stages train_ann convert evaluate \
+    --set activation=qcfs design_steps=2 ann_weight_init=kaiming "steps_sweep=[1]" "converted_extra_steps=[1]"
+  $CV --output_dir runs/hippo_act_he5_w0.3 --folds "$1" --stages train_ann convert evaluate \
+    --set activation=qcfs design_steps=2 activity_weight=0.3 \
+    "ann_init=runs/hippo_qcfs_he5/fold$1/train_ann/ckpt/best_model.pt" train_ann:learning_rate=0.0003 \
+    train_ann:max_epochs=8 "steps_sweep=[1]" "converted_extra_steps=[1]"
+}
+for f in 2 0 1 3 4; do he_fold $f; done
