@@ -11,8 +11,9 @@ export OMP_NUM_THREADS=1
 # 1. QCFS ANN (multi-threshold levels, design T = 2) from scratch, converted and evaluated at T = 2 and 1 (weight 0)
 #    (fold 0 ran first with --stages train_ann convert finetune evaluate finetune_steps=2 "steps_sweep=[1,2,4]"; its
 #    pooled-energy evaluation is the evaluate stage of a folder linking those outputs, docs: qcfs_w0/fold0)
+#    (PyTorch's default initial weights: ann_weight_init=None; since step 8 a QCFS ANN from scratch starts He-normal)
 $CV --output_dir runs/hippo_qcfs_t2 --folds 0 1 2 3 4 --stages train_ann convert evaluate \
-  --set activation=qcfs design_steps=2 "steps_sweep=[1]" "converted_extra_steps=[1]"
+  --set activation=qcfs design_steps=2 ann_weight_init=None "steps_sweep=[1]" "converted_extra_steps=[1]"
 
 # 2. activity penalty: 8 more epochs from each fold's QCFS ANN; fold 0 at several weights, folds 1-4 at 0.3
 penalized() {  # weight output_dir fold
@@ -96,4 +97,7 @@ he_fold() {  # fold
     "ann_init=runs/hippo_qcfs_he5/fold$1/train_ann/ckpt/best_model.pt" train_ann:learning_rate=0.0003 \
     train_ann:max_epochs=8 "steps_sweep=[1]" "converted_extra_steps=[1]"
 }
-for f in 2 0 1 3 4; do he_fold $f; done
+for f in 2 0 1; do he_fold $f; done
+# folds 4 and 3 ran at the same time as 0 and 1, in their own folders (one runner per folder):
+# runs/hippo_qcfs_he5b and runs/hippo_act_he5b_w0.3, the same commands otherwise. Since then ann_weight_init
+# defaults to "kaiming" for a QCFS ANN trained from scratch, so the override is no longer needed.

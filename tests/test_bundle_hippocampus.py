@@ -202,6 +202,23 @@ def test_direct_training_stage(tiny_msd, tmp_path):
     assert snn.num_steps == 2 and snn(torch.rand(2, 1, 48, 40)).shape == (2, 1, 48, 40)
 
 
+@pytest.mark.parametrize("bundle", ["hippocampus_snn", "drive_snn"])
+def test_qcfs_ann_from_scratch_starts_from_he_weights(bundle):
+    """ann_weight_init defaults to He-normal for a QCFS ANN trained from scratch (PyTorch's default weights silence
+    its deep layers: tests/test_qcfs.py), and keeps the default init for float ANNs and for ann_init starts."""
+    from monai.bundle import ConfigParser
+
+    cfg = BUNDLE.parent / bundle / "configs"
+    for activation, ann_init, want in (("relu", "", None), ("qcfs", "", "kaiming"), ("qcfs", "ann.pt", None)):
+        parser = ConfigParser()
+        parser.read_config([str(cfg / "common.json"), str(cfg / "train_ann.json")])
+        parser.update({"activation": activation, "ann_init": ann_init})
+        assert parser.get_parsed_content("ann_weight_init") == want
+    parser.update({"activation": "qcfs", "ann_init": ""})
+    net = parser.get_parsed_content("network")
+    assert all(float(m.bias.abs().max()) == 0.0 for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+
+
 def test_quantization_aware_ann_converts_without_loss(tiny_msd, tmp_path):
     """activation=qcfs: the ANN trains with the multi-threshold neuron's transfer at design_steps = 1, convert reads
     its clipping levels (no percentile search) and the converted SNN at T = 1 scores what the ANN scores."""
@@ -209,9 +226,8 @@ def test_quantization_aware_ann_converts_without_loss(tiny_msd, tmp_path):
 
     overrides = {k: TINY[k] for k in ("channels", "num_folds", "max_epochs", "steps_sweep", "num_calibration")}
     overrides.update(activation="qcfs", design_steps=1, data_dir=str(tiny_msd))
-    # from scratch, with He-normal weights (ann_weight_init)
     status = run_cross_validation(BUNDLE, tmp_path, folds=[0], stages=["train_ann", "convert"], quiet=True,
-                                  overrides=dict(overrides, ann_weight_init="kaiming"))  # fmt: skip
+                                  overrides=overrides)  # fmt: skip
     assert status == {"fold0/train_ann": "done", "fold0/convert": "done"}
     m = json.loads((tmp_path / "fold0" / "convert" / "metrics.json").read_text())
     assert m["settings"]["normalization"] == "clip" and m["settings"]["num_steps"] == 1
