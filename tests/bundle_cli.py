@@ -63,11 +63,12 @@ def assert_inference_rejects(bundle: Path, src: Path, out: Path, expected: list[
     assert not out.exists()
 
 
-def run_ddp(bundle: Path, configs: list[str], port: int, timeout: int = 300, **overrides):
-    """The same through ``torch.distributed.run`` with two CPU processes (gloo)."""
+def run_ddp(bundle: Path, configs: list[str], timeout: int = 300, **overrides):
+    """The same through ``torch.distributed.run`` with two CPU processes (gloo); ``--standalone`` lets the
+    rendezvous pick a free port, so parallel or repeated runs cannot collide on a fixed one."""
     cfg = bundle / "configs"
     files = repr([str(cfg / f"{c}.json") for c in configs])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
            "monai.bundle", "run", "--config_file", files, "--logging_file", str(cfg / "logging.conf"),
            "--bundle_root", str(bundle)]  # fmt: skip
     for k, v in overrides.items():

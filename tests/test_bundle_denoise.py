@@ -118,7 +118,8 @@ def test_ship_models_per_variant_and_ann_only(pipeline, tmp_path):
     for sub in ("configs", "scripts"):
         shutil.copytree(BUNDLE / sub, bundle / sub)
     run = pipeline.parent
-    grey = ship_models(run, 0, bundle, label="grey_psnr", models_dir=bundle / "models" / "grey", keep_other_metrics=True)
+    grey = ship_models(run, 0, bundle, label="grey_psnr", models_dir=bundle / "models" / "grey",
+                       keep_other_metrics=True)  # fmt: skip
     color = ship_models(run, 0, bundle, label="color_psnr", models_dir=bundle / "models" / "color",
                         keep_other_metrics=True)  # fmt: skip
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())["eval_metrics"]
@@ -222,7 +223,7 @@ def test_train_ann_from_init_weights(pipeline, tiny_root, tmp_path):
 
 
 def test_ddp_two_processes_gloo(tiny_root, tmp_path):
-    proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], 29541, output_dir=tmp_path,
+    proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], output_dir=tmp_path,
                    data_root=tiny_root, **TINY)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert (tmp_path / "fold0" / "train_ann" / "ckpt" / "best_model.pt").is_file()

@@ -76,7 +76,8 @@ def test_stages_write_models_and_fov_metrics(pipeline):
     assert (pipeline / "train_ann" / "ckpt" / "best_model.pt").is_file()
     conv = json.loads((pipeline / "convert" / "metrics.json").read_text())
     assert set(conv["metrics_vs_T"]) == {"1", "2"} and conv["converted"]["num_steps"] == 2
-    assert conv["percentile_search"]["metric"] == "f1" and set(conv["percentile_search"]["val_metric"]) == {"99.9", "99"}
+    search = conv["percentile_search"]
+    assert search["metric"] == "f1" and set(search["val_metric"]) == {"99.9", "99"}
     for net in ("ann", "converted"):
         for key in ("f1", "jaccard", "accuracy", "auc"):
             assert 0.0 <= conv[net][key] <= 1.0
@@ -174,8 +175,8 @@ def test_ship_models_from_a_variant_folder(pipeline, tmp_path):
     shutil.copyfile(pipeline / "train_ann" / "ckpt" / "best_model.pt", bundle / "models" / "ann.pt")
     (bundle / "models" / "ann.json").write_text(json.dumps({"source": "the earlier run"}))
     conv = json.loads((variant / "convert" / "metrics.json").read_text())
-    (variant / "convert" / "metrics.json").write_text(json.dumps(dict(conv, ann_checkpoint=str(bundle / "models" /
-                                                                                                "ann.pt"))))  # fmt: skip
+    ann_path = str(bundle / "models" / "ann.pt")
+    (variant / "convert" / "metrics.json").write_text(json.dumps(dict(conv, ann_checkpoint=ann_path)))
     before = (bundle / "models" / "ann.pt").read_bytes()
     metrics = ship_models(tmp_path / "variant", 0, bundle)
     ev = json.loads((pipeline / "evaluate" / "metrics.json").read_text())
@@ -241,7 +242,7 @@ def test_inference_bad_input_names_the_file(tiny_drive, tmp_path, case):
 
 
 def test_ddp_two_processes_gloo(tiny_drive, tmp_path):
-    proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], 29527, output_dir=tmp_path,
+    proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], output_dir=tmp_path,
                    data_dir=tiny_drive, **TINY)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     stage = tmp_path / "fold0" / "train_ann"

@@ -97,8 +97,8 @@ def test_directly_trained_spiking_unet_beside_the_pipeline(pipeline, tiny_em):
 def test_optional_robustness_stage(pipeline, tiny_em):
     from monai_snn.apps.cross_validation import run_cross_validation
 
-    overrides = {"channels": TINY["channels"], "split_mode": "cv", "num_folds": 3, "num_val": 1, "data_dir": str(tiny_em),
-                 "eval_extra_steps": "{}", "noise_sigmas": "[0.3]"}  # fmt: skip
+    overrides = {"channels": TINY["channels"], "split_mode": "cv", "num_folds": 3, "num_val": 1,
+                 "data_dir": str(tiny_em), "eval_extra_steps": "{}", "noise_sigmas": "[0.3]"}  # fmt: skip
     with stage_environment():
         status = run_cross_validation(BUNDLE, pipeline.parent, folds=[0], stages=["robustness"], overrides=overrides,
                                       quiet=True)  # fmt: skip
@@ -140,7 +140,7 @@ def test_inference_bad_input_names_the_file(tiny_em, tmp_path, case):
 
 
 def test_ddp_two_processes_gloo(tiny_em, tmp_path):
-    proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], 29537, output_dir=tmp_path, data_dir=tiny_em,
+    proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], output_dir=tmp_path, data_dir=tiny_em,
                    **TINY)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     stage = tmp_path / "fold0" / "train_ann"

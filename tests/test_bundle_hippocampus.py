@@ -163,8 +163,8 @@ def test_cross_validation_stages_skip_and_resume(tiny_msd, tmp_path):
     assert per_fold[4].startswith(f"| cv | 0 | {search['chosen']} | {ev['ann']['dice_3d_mean']:.3f} |")
 
     # 5. shipping the fold's models into a (copied) bundle: weights load, metadata numbers come from the run
-    from monai_snn.conversion import build_snn
     from monai_snn.apps.ship_models import ship_models
+    from monai_snn.conversion import build_snn
     from monai_snn.networks import ConvertibleUNet
 
     bundle = out / "bundle"
@@ -334,7 +334,7 @@ def test_eval_metrics_names_both_layouts():
 
 def test_ddp_two_processes_gloo(tiny_msd, tmp_path):
     files = repr([str(CFG / f"{c}.json") for c in ("common", "train_ann", "multi_gpu_train")])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
            "monai.bundle", "run", "--config_file", files, "--logging_file", str(CFG / "logging.conf"),
            "--bundle_root", str(BUNDLE), "--output_dir", str(tmp_path), "--data_dir", str(tiny_msd)]  # fmt: skip
     for k, v in TINY.items():
