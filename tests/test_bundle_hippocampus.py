@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from tests.bundle_cli import bundle_env as _env
-from tests.bundle_cli import run_bundle
+from tests.bundle_cli import run_bundle, run_ddp
 from tests.conftest import HIPPO, REPO, require_data
 
 BUNDLE = REPO / "bundles" / "hippocampus_snn"
@@ -333,13 +333,8 @@ def test_eval_metrics_names_both_layouts():
 
 
 def test_ddp_two_processes_gloo(tiny_msd, tmp_path):
-    files = repr([str(CFG / f"{c}.json") for c in ("common", "train_ann", "multi_gpu_train")])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "monai.bundle", "run", "--config_file", files, "--logging_file", str(CFG / "logging.conf"),
-           "--bundle_root", str(BUNDLE), "--output_dir", str(tmp_path), "--data_dir", str(tiny_msd)]  # fmt: skip
-    for k, v in TINY.items():
-        cmd += [f"--{k}", str(v)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300, cwd=str(REPO))
+    proc = run_ddp(BUNDLE, ["common", "train_ann", "multi_gpu_train"], output_dir=tmp_path, data_dir=tiny_msd,
+                   **TINY)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     ckpt = tmp_path / "fold0" / "train_ann" / "ckpt"
     assert (ckpt / "best_model.pt").is_file() and list(ckpt.glob("latest*.pt"))
