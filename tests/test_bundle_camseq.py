@@ -136,6 +136,24 @@ def test_comparison_of_models_trained_elsewhere(pipeline, tmp_path):
     assert table.split("| finetuned |")[1].split("\n")[0].rstrip().endswith("| - | - |")
 
 
+def test_comparison_from_kept_results(pipeline, tmp_path):
+    """keep_results keeps each stage's scalars and seconds: the comparison made again from the kept files (no weights,
+    no TensorBoard run) has the run's rows and curves."""
+    from monai_snn.apps.compare import main
+    from monai_snn.apps.keep_results import keep_results
+
+    run = main(["--fold_dir", str(pipeline), "--output_dir", str(tmp_path / "from_run")])
+    keep_results(pipeline.parent, tmp_path / "kept", folds=[0])
+    kept_fold = tmp_path / "kept" / "fold0"
+    assert not list(kept_fold.rglob("events.out.tfevents.*")) and not list(kept_fold.rglob("*.pt"))
+    kept = main(["--fold_dir", str(kept_fold), "--output_dir", str(tmp_path / "from_kept")])
+    assert kept["rows"] == run["rows"] and kept["curves"] == run["curves"]
+    assert kept["curves"]["conversion + fine-tuning"]["values"]  # not an empty curve matching an empty one
+    table = (tmp_path / "from_kept" / "training_cost.md").read_text()
+    assert table.split("| test miou |")[1] == (tmp_path / "from_run" / "training_cost.md").read_text().split(
+        "| test miou |")[1]  # the same table below its source line
+
+
 def test_continue_ann_control_benchmark(pipeline, tiny_camseq):
     """benchmarks/continue_ann.py (the ANN under fine-tuning's optimizer restart) on the tiny run: it cannot rot."""
     main = load_benchmark("continue_ann").main

@@ -243,9 +243,11 @@ def test_keep_results_copies_result_jsons_only(tmp_path):
     (run / "fold1" / "convert" / "snn_converted.pt").write_bytes(b"weights")
     written = keep_results(run, tmp_path / "kept", folds=[1])
     got = sorted(str(p.relative_to(tmp_path / "kept")) for p in written)
-    assert got == ["fold1/convert/metrics.json", "fold1/convert/snn_converted.json",
+    assert got == ["fold1/convert/metrics.json", "fold1/convert/scalars.json", "fold1/convert/snn_converted.json",
                    "fold1/evaluate/sigma25/metrics.json"]  # fmt: skip
     assert json.loads((tmp_path / "kept" / got[0]).read_text()) == {"file": "fold1/convert/metrics.json"}
+    # a finished stage keeps its seconds (done.json is a marker) and its TensorBoard scalars (none logged here)
+    assert json.loads((tmp_path / "kept" / got[1]).read_text()) == {"seconds": 0.0, "scalars": {}}
     with pytest.raises(FileNotFoundError, match="no result files in .*fold2"):
         keep_results(run, tmp_path / "kept")  # fold 2 has only a marker
 

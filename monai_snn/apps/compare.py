@@ -8,6 +8,8 @@ Reads what the stages of a fold already wrote (no model is run again):
 * each training stage's TensorBoard run: the validation key metric after every epoch with its wall-clock time, and
   the training iterations (the ``train_loss`` steps);
 * each stage's ``done.json``: its wall-clock seconds;
+* or, instead of the last two, the ``scalars.json`` that ``python -m monai_snn.apps.keep_results`` kept of them, so
+  a comparison can be made again from a bundle's kept result files;
 * ``robustness/robustness.json`` when the optional robustness stage ran: each model's score under input noise.
 
 The conversion pipeline's cost is the sum of its stages (``train_ann`` + ``convert`` + ``finetune``); a directly
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_snn.apps.keep_results import SCALARS, stage_scalars
 from monai_snn.bundle.results import read_result
 
 __all__ = ["stage_curve", "training_cost", "neuron_rows", "robustness_table", "write_comparison", "main"]
@@ -39,7 +42,8 @@ PIPELINE = ("train_ann", "convert", "finetune")
 
 
 def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
-    """Validation curve and cost of one training stage from its TensorBoard run and ``done.json``.
+    """Validation curve and cost of one training stage, from its TensorBoard run and ``done.json`` or from the
+    ``scalars.json`` that :func:`monai_snn.apps.keep_results.keep_results` kept of them.
 
     Args:
         stage_dir: e.g. ``runs/camseq/fold0/train_ann``.
@@ -51,43 +55,24 @@ def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
         the stage (0 without a ``train_loss`` tag) and the stage's wall-clock seconds (``done.json``).
 
     Raises:
-        FileNotFoundError: no TensorBoard run or no ``done.json`` in ``stage_dir``.
+        FileNotFoundError: no TensorBoard run (or no ``done.json``) and no kept ``scalars.json`` in ``stage_dir``.
         ValueError: the run never logged ``metric`` (the error lists the tags it has).
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    stage_dir = Path(stage_dir)
-    done = read_result(stage_dir / "done.json")
-    files = sorted(stage_dir.glob("events.out.tfevents.*"))
-    if not files:
-        raise FileNotFoundError(f"no TensorBoard run in {stage_dir}.")
-    epochs: dict[int, tuple[float, float]] = {}
-    iterations, t0, seen = 0, None, set()
-    for f in files:
-        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
-        acc.Reload()
-        tags = acc.Tags()["scalars"]
-        seen.update(tags)
-        for tag in ("train_loss", metric):
-            for e in acc.Scalars(tag) if tag in tags else []:
-                t0 = e.wall_time if t0 is None else min(t0, e.wall_time)
-        if "train_loss" in tags:
-            iterations = max([iterations] + [e.step for e in acc.Scalars("train_loss")])
-        if metric in tags:
-            for e in acc.Scalars(metric):
-                epochs[e.step] = (e.value, e.wall_time)  # a resumed run rewrites an epoch: the last one counts
-    if metric not in seen:
+    kept = stage_scalars(stage_dir)
+    scalars = kept["scalars"]
+    if metric not in scalars:
         raise ValueError(
-            f"{stage_dir} logged no validation metric {metric!r} (its scalars: {sorted(seen)}); "
+            f"{stage_dir} logged no validation metric {metric!r} (its scalars: {sorted(scalars)}); "
             "pass the tag the stage validates with, e.g. --val_metric val_mean_dice."
         )
-    steps = sorted(epochs)
+    loss, val = scalars.get("train_loss", []), scalars[metric]
+    t0 = min(t for _, t, _ in loss + val)
     return {
-        "epochs": steps,
-        "values": [epochs[s][0] for s in steps],
-        "elapsed_s": [epochs[s][1] - (t0 or epochs[s][1]) for s in steps],
-        "iterations": int(iterations),
-        "seconds": float(done.get("seconds", 0.0)),
+        "epochs": [int(step) for step, _, _ in val],
+        "values": [v for _, _, v in val],
+        "elapsed_s": [t - t0 for _, t, _ in val],
+        "iterations": int(max([0] + [step for step, _, _ in loss])),
+        "seconds": float(kept.get("seconds", 0.0)),
     }
 
 
@@ -128,15 +113,14 @@ def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[s
                      "firing_rate_mean": m.get("firing_rate_mean"), "firing_rates": m.get("firing_rates"),
                      "iterations": iterations, "seconds": seconds})  # fmt: skip
 
-    if (fold / "train_ann" / "done.json").is_file():
+    if _finished(fold / "train_ann"):
         ann = stage_curve(fold / "train_ann", val_metric)
         row("conversion + fine-tuning", "ann", ann["iterations"], ann["seconds"])
         its, secs = _cumulative(ann, 0, 0.0)
         vals = list(ann["values"])
-        convert_done = fold / "convert" / "done.json"
-        convert_s = float(read_result(convert_done).get("seconds", 0.0)) if convert_done.is_file() else 0.0
+        convert_s = _seconds(fold / "convert")
         row("conversion + fine-tuning", "converted", ann["iterations"], ann["seconds"] + convert_s)
-        if (fold / "finetune" / "done.json").is_file():
+        if _finished(fold / "finetune"):
             ft = stage_curve(fold / "finetune", val_metric)
             total_it, total_s = ann["iterations"] + ft["iterations"], ann["seconds"] + convert_s + ft["seconds"]
             row("conversion + fine-tuning", "finetuned", total_it, total_s)
@@ -149,7 +133,7 @@ def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[s
         for model in ("ann", "converted", "finetuned"):
             row("conversion + fine-tuning (trained outside this fold)", model, None, None)
     for stage in sorted(p.name for p in fold.glob("train_*") if p.name != "train_ann"):
-        if not (fold / stage / "done.json").is_file():
+        if not _finished(fold / stage):
             continue
         name = stage[len("train_"):]
         label = f"ANN twin: {name[: -len('_ann')]}" if name.endswith("_ann") else f"direct: {name}"
@@ -161,6 +145,19 @@ def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[s
     if (fold / "robustness" / "robustness.json").is_file():  # the optional robustness stage (Kim et al. Fig. 10)
         res["robustness"] = read_result(fold / "robustness" / "robustness.json")
     return res
+
+
+def _finished(stage_dir: Path) -> bool:
+    """A finished stage of a run (``done.json``) or a kept one with its scalars (``scalars.json``)."""
+    return (stage_dir / "done.json").is_file() or (stage_dir / SCALARS).is_file()
+
+
+def _seconds(stage_dir: Path) -> float:
+    """Wall-clock seconds of a finished stage, run or kept; 0 where neither records them."""
+    for name in ("done.json", SCALARS):
+        if (stage_dir / name).is_file():
+            return float(read_result(stage_dir / name).get("seconds", 0.0))
+    return 0.0
 
 
 def _cumulative(curve: dict[str, Any], it0: int, s0: float) -> tuple[list[float], list[float]]:
@@ -340,7 +337,8 @@ def write_comparison(
     axes[1].set_xlabel("wall-clock (min, pipeline total)")
     for ax in axes:
         ax.set_ylabel(f"validation {res['val_metric']}")
-    axes[1].legend(fontsize=7)
+    if res["curves"]:
+        axes[1].legend(fontsize=7)
     fig.suptitle(title or "validation metric against training cost")
     fig.tight_layout()
     fig.savefig(out / "training_curves.png")

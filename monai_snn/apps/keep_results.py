@@ -9,6 +9,11 @@ outlive the machine it ran on. Its JSON results do: this tool copies every ``*.j
 ``python -m monai_snn.apps.summary --runs <kept folder>`` makes the same tables as on the run itself. The stages
 write portable paths (:func:`monai_snn.bundle.portable_path`), so the copies need no editing.
 
+Each finished stage also gets a ``scalars.json``: its wall-clock seconds and, for the stages that logged to
+TensorBoard (the training stages), their scalar series (:func:`stage_scalars`). That is what
+``python -m monai_snn.apps.compare`` reads for the training curves and costs, so the comparison can be made again
+from the kept folder.
+
 Example::
 
     python -m monai_snn.apps.keep_results --run_dir runs/em_cv --folds 1 2 \\
@@ -18,14 +23,56 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["MARKERS", "result_files", "keep_results", "main"]
+from monai_snn.bundle.results import read_result
+
+__all__ = ["MARKERS", "SCALARS", "result_files", "stage_scalars", "keep_results", "main"]
 
 MARKERS = ("done.json", "started.json")
+SCALARS = "scalars.json"
+"""The kept TensorBoard scalars of a stage (:func:`stage_scalars`), beside its other result files."""
+
+
+def stage_scalars(stage_dir: str | Path) -> dict[str, Any]:
+    """The scalar series and wall-clock cost of one stage: from its TensorBoard run, or from a kept ``scalars.json``.
+
+    Args:
+        stage_dir: a finished stage folder of a run (``done.json``, ``events.out.tfevents.*`` where it logged) or
+            of kept results (``scalars.json``).
+
+    Returns:
+        ``{"seconds": float, "scalars": {tag: [[step, wall_time, value], ...]}}``: every scalar the stage logged
+        (a resumed run's rewritten steps: the last value counts; none without a TensorBoard run), and the
+        stage's seconds from ``done.json``.
+
+    Raises:
+        FileNotFoundError: neither ``done.json`` nor a kept ``scalars.json`` in ``stage_dir``.
+
+    Example::
+
+        curve = stage_scalars("runs/em_dt/fold0/train_unet_mt")["scalars"]["f1_interior"]
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    stage_dir = Path(stage_dir)
+    if not (stage_dir / "done.json").is_file() and (stage_dir / SCALARS).is_file():
+        return read_result(stage_dir / SCALARS)
+    seconds = float(read_result(stage_dir / "done.json").get("seconds", 0.0))
+    series: dict[str, dict[int, tuple[float, float]]] = {}
+    for f in sorted(stage_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            for e in acc.Scalars(tag):
+                series.setdefault(tag, {})[int(e.step)] = (float(e.wall_time), float(e.value))
+    scalars = {tag: [[s, *v[s]] for s in sorted(v)] for tag, v in sorted(series.items())}
+    return {"seconds": seconds, "scalars": scalars}
 
 
 def result_files(fold_dir: str | Path) -> list[Path]:
@@ -67,6 +114,12 @@ def keep_results(run_dir: str | Path, output_dir: str | Path, folds: Sequence[in
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(fold / rel, dst)
             written.append(dst)
+        for stage in sorted(p for p in fold.iterdir() if p.is_dir()):
+            if (stage / "done.json").is_file():
+                dst = out / f"fold{int(k)}" / stage.name / SCALARS
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_text(json.dumps(stage_scalars(stage)) + "\n")
+                written.append(dst)
     return written
 
 
