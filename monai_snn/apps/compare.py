@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_snn.apps.keep_results import SCALARS, stage_scalars
+from monai_snn.apps.keep_results import stage_scalars, stage_seconds
 from monai_snn.bundle.results import read_result
 
 __all__ = ["stage_curve", "training_cost", "neuron_rows", "robustness_table", "write_comparison", "main"]
@@ -55,8 +55,8 @@ def stage_curve(stage_dir: str | Path, metric: str) -> dict[str, Any]:
         the stage (0 without a ``train_loss`` tag) and the stage's wall-clock seconds (``done.json``).
 
     Raises:
-        FileNotFoundError: no TensorBoard run (or no ``done.json``) and no kept ``scalars.json`` in ``stage_dir``.
-        ValueError: the run never logged ``metric`` (the error lists the tags it has).
+        FileNotFoundError: neither ``done.json`` nor a kept ``scalars.json`` in ``stage_dir``.
+        ValueError: the stage never logged ``metric``, or logged nothing (the error lists the tags it has).
     """
     kept = stage_scalars(stage_dir)
     scalars = kept["scalars"]
@@ -113,14 +113,14 @@ def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[s
                      "firing_rate_mean": m.get("firing_rate_mean"), "firing_rates": m.get("firing_rates"),
                      "iterations": iterations, "seconds": seconds})  # fmt: skip
 
-    if _finished(fold / "train_ann"):
+    if stage_seconds(fold / "train_ann") is not None:
         ann = stage_curve(fold / "train_ann", val_metric)
         row("conversion + fine-tuning", "ann", ann["iterations"], ann["seconds"])
         its, secs = _cumulative(ann, 0, 0.0)
         vals = list(ann["values"])
-        convert_s = _seconds(fold / "convert")
+        convert_s = stage_seconds(fold / "convert") or 0.0
         row("conversion + fine-tuning", "converted", ann["iterations"], ann["seconds"] + convert_s)
-        if _finished(fold / "finetune"):
+        if stage_seconds(fold / "finetune") is not None:
             ft = stage_curve(fold / "finetune", val_metric)
             total_it, total_s = ann["iterations"] + ft["iterations"], ann["seconds"] + convert_s + ft["seconds"]
             row("conversion + fine-tuning", "finetuned", total_it, total_s)
@@ -133,7 +133,7 @@ def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[s
         for model in ("ann", "converted", "finetuned"):
             row("conversion + fine-tuning (trained outside this fold)", model, None, None)
     for stage in sorted(p.name for p in fold.glob("train_*") if p.name != "train_ann"):
-        if not _finished(fold / stage):
+        if stage_seconds(fold / stage) is None:
             continue
         name = stage[len("train_"):]
         label = f"ANN twin: {name[: -len('_ann')]}" if name.endswith("_ann") else f"direct: {name}"
@@ -145,19 +145,6 @@ def training_cost(fold_dir: str | Path, val_metric: str | None = None) -> dict[s
     if (fold / "robustness" / "robustness.json").is_file():  # the optional robustness stage (Kim et al. Fig. 10)
         res["robustness"] = read_result(fold / "robustness" / "robustness.json")
     return res
-
-
-def _finished(stage_dir: Path) -> bool:
-    """A finished stage of a run (``done.json``) or a kept one with its scalars (``scalars.json``)."""
-    return (stage_dir / "done.json").is_file() or (stage_dir / SCALARS).is_file()
-
-
-def _seconds(stage_dir: Path) -> float:
-    """Wall-clock seconds of a finished stage, run or kept; 0 where neither records them."""
-    for name in ("done.json", SCALARS):
-        if (stage_dir / name).is_file():
-            return float(read_result(stage_dir / name).get("seconds", 0.0))
-    return 0.0
 
 
 def _cumulative(curve: dict[str, Any], it0: int, s0: float) -> tuple[list[float], list[float]]:

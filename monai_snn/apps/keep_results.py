@@ -32,11 +32,24 @@ from typing import Any
 
 from monai_snn.bundle.results import read_result
 
-__all__ = ["MARKERS", "SCALARS", "result_files", "stage_scalars", "keep_results", "main"]
+__all__ = ["MARKERS", "SCALARS", "result_files", "stage_seconds", "stage_scalars", "keep_results", "main"]
 
 MARKERS = ("done.json", "started.json")
 SCALARS = "scalars.json"
 """The kept TensorBoard scalars of a stage (:func:`stage_scalars`), beside its other result files."""
+
+
+def stage_seconds(stage_dir: str | Path) -> float | None:
+    """Wall-clock seconds of a finished stage, from a run's ``done.json`` or a kept ``scalars.json``.
+
+    Returns:
+        The seconds (0.0 where the file does not record them), or ``None`` where the stage has neither file (it has
+        not finished, or was not kept).
+    """
+    for name in ("done.json", SCALARS):
+        if (Path(stage_dir) / name).is_file():
+            return float(read_result(Path(stage_dir) / name).get("seconds", 0.0))
+    return None
 
 
 def stage_scalars(stage_dir: str | Path) -> dict[str, Any]:
